@@ -1,0 +1,178 @@
+"""Application assembly: the proxy's shared state and the data-plane ``web.Application``.
+
+Ownership, in start order (and shut down in reverse by ``cleanup_ctx``):
+
+1. the state store (``open_store``) — persisted weights, audit log;
+2. the runtime (compiled config and backend pools) — pools closed last of all requests;
+3. background loops (active health checks, the weight sync that lets several workers or
+   proxies share weights set through the store).
+
+Reload replaces the runtime atomically; the pools the new config dropped are closed by a
+task this state owns once the old runtime's requests have finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from control.audit import AuditLog
+
+from control.store import Store, open_store
+from proxy.config import Settings, load_settings_file
+from proxy.errors import ConfigError, InvalidInputError, NotFoundError
+from proxy.handler import ProxyHandler
+from proxy.observe import Observatory
+from proxy.runtime import Runtime, build_runtime, retired_pools
+
+log = logging.getLogger("splitway")
+
+WEIGHT_SYNC_INTERVAL_S = 1.0
+
+
+@dataclass(eq=False)
+class ProxyState:
+    """Everything one proxy process holds; handed to both apps through an ``AppKey``."""
+
+    settings: Settings
+    config_path: Path | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    observatory: Observatory = field(default_factory=Observatory)
+    store: Store | None = None
+    audit: AuditLog | None = None
+    _runtime: Runtime | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def current(self) -> Runtime:
+        assert self._runtime is not None, "runtime used before the app started"
+        return self._runtime
+
+    def own(self, coro: object, name: str) -> None:
+        """Run a background task this state owns (cancelled at shutdown)."""
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def cancel_tasks(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _start_health_checks(self, runtime: Runtime, previous: Runtime | None) -> None:
+        old = {id(p) for p in previous.pools.values()} if previous else set()
+        for pool in runtime.pools.values():
+            if pool.config.health_check is not None and id(pool) not in old:
+                self.own(pool.health_loop(), f"health:{pool.name}")
+
+    async def start_runtime(self) -> None:
+        overrides = await self.store.get_route_weights() if self.store else {}
+        self._runtime = build_runtime(self.settings, self.observatory, None, overrides)
+        self._start_health_checks(self._runtime, None)
+
+    async def reload(self, actor: str = "signal") -> Settings:
+        """Load the config file again and swap the runtime; the old one keeps serving the
+        requests it started. Raises :class:`ConfigError` (and changes nothing) when the
+        new file is invalid."""
+        if self.config_path is None:
+            raise ConfigError([])
+        async with self._reload_lock:
+            settings = await asyncio.to_thread(load_settings_file, self.config_path, self.env)
+            overrides = await self.store.get_route_weights() if self.store else {}
+            old = self.current
+            new = build_runtime(settings, self.observatory, old, overrides)
+            self.settings, self._runtime = settings, new
+            self._start_health_checks(new, old)
+            self.own(self._retire(old, new), "retire-runtime")
+            if self.store is not None and self.audit is not None:
+                async with self.store.transaction() as tx:
+                    await self.audit.append(tx, "config.reloaded", actor, "config",
+                                            {"path": str(self.config_path),
+                                             "routes": [r.name for r in settings.routes]})
+            log.info("config reloaded from %s", self.config_path)
+            return settings
+
+    async def _retire(self, old: Runtime, new: Runtime) -> None:
+        await old.wait_idle(self.settings.grace_period_s)
+        for pool in retired_pools(old, new):
+            await pool.close()
+
+    async def set_weights(self, route: str, weights: Mapping[str, float], actor: str) -> None:
+        """Validate, persist (with its audit event) and apply new weights for a route."""
+        rr = self.current.routes.get(route)
+        if rr is None:
+            raise NotFoundError(f"no route named {route!r}")
+        for name, w in weights.items():
+            if name not in rr.config.variants:
+                raise InvalidInputError(f"{name!r} is not a variant of {route!r}",
+                                        field=f"weights.{name}")
+            if not isinstance(w, int | float) or isinstance(w, bool) or not 0 <= w < 1e9:
+                raise InvalidInputError("weights are numbers >= 0", field=f"weights.{name}")
+        if not any(w > 0 for w in weights.values()):
+            raise InvalidInputError("weights must not all be zero", field="weights")
+        full = {v: float(weights.get(v, 0.0)) for v in rr.config.variants}
+        if self.store is not None:
+            await self.store.set_route_weights(route, full, actor)
+        self.current.apply_weights(route, full, "api")
+
+    async def sync_weights_loop(self) -> None:
+        """Apply weights other processes stored (workers, a fleet on PostgreSQL)."""
+        assert self.store is not None
+        while True:
+            await asyncio.sleep(WEIGHT_SYNC_INTERVAL_S)
+            try:
+                stored = await self.store.get_route_weights()
+            except Exception:  # the store may be briefly away; keep serving
+                log.warning("weight sync: state store unavailable", exc_info=True)
+                continue
+            rt = self.current
+            for route, weights in stored.items():
+                rr = rt.routes.get(route)
+                if rr is None or not set(weights) <= set(rr.config.variants):
+                    continue
+                full = {v: float(weights.get(v, 0.0)) for v in rr.config.variants}
+                if full != rr.weights and any(w > 0 for w in full.values()):
+                    rt.apply_weights(route, full, "api")
+
+
+STATE = web.AppKey("state", ProxyState)
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    state = app[STATE]
+    store = open_store(state.settings.state)
+    await store.open()
+    state.store = store
+    state.audit = AuditLog(store, hmac_key=_hmac_key(state.env))
+    try:
+        await state.start_runtime()
+        state.own(state.sync_weights_loop(), "weight-sync")
+        yield
+    finally:
+        await state.cancel_tasks()
+        if state._runtime is not None:
+            for pool in state._runtime.pools.values():
+                await pool.close()
+        await store.close()
+
+
+def _hmac_key(env: Mapping[str, str]) -> bytes | None:
+    key = env.get("SPLITWAY_AUDIT_HMAC_KEY")
+    return key.encode() if key else None
+
+
+def create_data_app(state: ProxyState) -> web.Application:
+    """The data plane: one catch-all handler; ``client_max_size`` is enforced per route."""
+    app = web.Application(client_max_size=1 << 62, handler_args={"max_field_size": 16384})
+    app[STATE] = state
+    app.cleanup_ctx.append(_lifecycle)
+    app.router.add_route("*", "/{tail:.*}", ProxyHandler(state))
+    return app
+

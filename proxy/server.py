@@ -1,0 +1,128 @@
+"""Process lifecycle: uvloop, listeners, signals, graceful drain, worker processes.
+
+* ``SIGHUP`` reloads the config file (see :meth:`ProxyState.reload`): requests in flight
+  finish on the old config; an invalid file is refused and the old one keeps serving.
+* ``SIGTERM``/``SIGINT`` stop accepting connections, let requests in flight finish within
+  ``grace_period_s``, then close pools, background loops and the store, in reverse order.
+* ``--workers N`` runs N processes on the same data port with ``SO_REUSEPORT`` (the kernel
+  spreads connections). Worker ``i`` serves its admin API on the admin port + ``i``, since
+  each worker has its own metrics: scrape each as its own target. Weights set through any
+  worker reach the others through the state store within a second.
+
+Once listening, the process prints one line to stdout that tools and tests read::
+
+    splitway ready data=http://127.0.0.1:8080 admin=http://127.0.0.1:9901 pid=1234
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import ssl
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from aiohttp import web
+from control.auth import TokenTable, load_tokens
+
+from proxy.admin import create_admin_app
+from proxy.app import ProxyState, create_data_app
+from proxy.config import Settings, parse_listen
+from proxy.errors import ConfigError
+
+log = logging.getLogger("splitway.server")
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(settings.tls.cert, settings.tls.key)
+    return ctx
+
+
+def _tokens(settings: Settings, config_path: Path | None) -> TokenTable | None:
+    path = settings.admin.tokens_file
+    if path is None:
+        return None
+    if not path.is_absolute() and config_path is not None:
+        path = config_path.parent / path
+    return load_tokens(path)
+
+
+def _url(addr: object, scheme: str) -> str:
+    host, port = addr[0], addr[1]  # type: ignore[index]
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+async def serve(
+    settings: Settings,
+    *,
+    config_path: Path | None,
+    env: Mapping[str, str],
+    worker: int = 0,
+    reuse_port: bool = False,
+) -> int:
+    """Run one proxy process until SIGTERM/SIGINT; returns the exit code."""
+    tokens = _tokens(settings, config_path)
+    tls = _ssl_context(settings)
+    state = ProxyState(settings, config_path=config_path, env=env)
+    data_runner = web.AppRunner(
+        create_data_app(state), handler_cancellation=True, access_log=None,
+        shutdown_timeout=settings.grace_period_s, handle_signals=False,
+    )
+    await data_runner.setup()  # opens the store and builds the runtime (cleanup_ctx)
+    admin_runner = web.AppRunner(create_admin_app(state, tokens), access_log=None,
+                                 handle_signals=False)
+    await admin_runner.setup()
+    try:
+        for addr in settings.listen_addresses:
+            await web.TCPSite(data_runner, addr.host, addr.port, ssl_context=tls,
+                              reuse_port=reuse_port or None).start()
+        a = parse_listen(settings.admin.listen)
+        await web.TCPSite(admin_runner, a.host, a.port + worker if a.port else 0).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: state.own(_reload(state), "reload"))
+        data_urls = " ".join(_url(x, "https" if tls else "http") for x in data_runner.addresses)
+        admin_url = _url(admin_runner.addresses[0], "http")
+        print(f"splitway ready data={data_urls} admin={admin_url} pid={os.getpid()}",
+              flush=True)
+        await stop.wait()
+        log.info("draining (grace %.1fs)", settings.grace_period_s)
+    finally:
+        await admin_runner.cleanup()
+        await data_runner.cleanup()
+    return 0
+
+
+async def _reload(state: ProxyState) -> None:
+    try:
+        await state.reload(actor="sighup")
+    except ConfigError as exc:
+        log.error("reload refused, the old config keeps serving: %s",
+                  "; ".join(map(str, exc.problems)))
+
+
+def run_workers(argv: Sequence[str], workers: int) -> int:
+    """Start ``workers`` copies of this command as ``--worker I`` and supervise them."""
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "proxy", *argv, "--worker", str(i)])
+        for i in range(workers)
+    ]
+
+    def forward(signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    codes = [p.wait() for p in procs]
+    return max(codes, default=0)

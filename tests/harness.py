@@ -1,0 +1,135 @@
+"""Test harness: real sample model servers and the real ``splitway`` process.
+
+Nothing here mocks splitway: :class:`ProxyProcess` runs ``python -m proxy run -c FILE``
+with a YAML file written from a dict, waits for its ``splitway ready`` line and talks HTTP
+to it; sample model servers are :class:`proxy.sample_server.SampleServer` instances
+listening on loopback in the test's own event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+READY = re.compile(r"splitway ready data=(\S+) admin=(\S+) pid=(\d+)")
+
+
+def proxy_config(backends: dict[str, list[str]], routes: list[dict[str, Any]],
+                 **extra: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "version": 1,
+        "listen": "127.0.0.1:0",
+        "admin": {"listen": "127.0.0.1:0"},
+        "grace_period_s": 10,
+        "backends": {name: {"endpoints": eps, "timeout_s": 5, "connect_timeout_s": 1}
+                     for name, eps in backends.items()},
+        "routes": routes,
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+@dataclass
+class ProxyProcess:
+    config_path: Path
+    proc: asyncio.subprocess.Process
+    data_url: str = ""
+    admin_url: str = ""
+    log: list[str] = field(default_factory=list)
+    _stderr_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, config_path: Path, *args: str,
+                    env: dict[str, str] | None = None) -> ProxyProcess:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "proxy", "run", "-c", str(config_path), *args,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **(env or {})}, cwd=config_path.parent,
+        )
+        self = cls(config_path, proc)
+        self._stderr_task = asyncio.ensure_future(self._drain_stderr())
+        assert proc.stdout is not None
+        try:
+            async with asyncio.timeout(20):
+                while True:
+                    line = (await proc.stdout.readline()).decode()
+                    if not line:
+                        await asyncio.sleep(0.2)
+                        raise RuntimeError("splitway exited:\n" + "\n".join(self.log))
+                    m = READY.search(line)
+                    if m:
+                        self.data_url, self.admin_url = m.group(1), m.group(2)
+                        break
+        except BaseException:
+            await self.kill()
+            raise
+        return self
+
+    async def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        async for line in self.proc.stderr:
+            self.log.append(line.decode(errors="replace").rstrip())
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    async def stop(self, timeout: float = 15) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(timeout):
+                code = await self.proc.wait()
+        except TimeoutError:
+            await self.kill()
+            raise
+        await self._finish()
+        return code
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        await self._finish()
+
+    async def _finish(self) -> None:
+        if self._stderr_task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._stderr_task, 5)
+        if self.proc.stdout is not None:
+            with contextlib.suppress(Exception):
+                await self.proc.stdout.read()
+
+    def rss_peak_kib(self) -> int:
+        text = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+)", text).group(1))  # type: ignore[union-attr]
+
+
+def write_config(tmp_path: Path, cfg: dict[str, Any], name: str = "splitway.yaml") -> Path:
+    path = tmp_path / name
+    cfg.setdefault("state", f"sqlite:///{tmp_path / 'state.db'}")
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@contextlib.asynccontextmanager
+async def running_proxy(tmp_path: Path, cfg: dict[str, Any], *args: str,
+                        env: dict[str, str] | None = None) -> AsyncIterator[ProxyProcess]:
+    p = await ProxyProcess.start(write_config(tmp_path, cfg), *args, env=env)
+    try:
+        yield p
+    finally:
+        await p.stop()
