@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
-from control.auth import Principal, Role, TokenTable, authorize, parse_bearer
+from prometheus_client import CollectorRegistry
 
+from control.auth import Principal, Role, TokenTable, authorize, parse_bearer
 from proxy.app import STATE, ProxyState
 from proxy.errors import (
     ApiError,
@@ -204,7 +205,7 @@ async def post_reload(request: web.Request) -> web.Response:
     return web.json_response({"reloaded": True, "routes": [r.name for r in settings.routes]})
 
 
-METRICS = web.AppKey("metrics", object)
+METRICS = web.AppKey("metrics", CollectorRegistry)
 
 
 def create_admin_app(state: ProxyState, tokens: TokenTable | None) -> web.Application:

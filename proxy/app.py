@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
-from control.audit import AuditLog
 
+from control.audit import AuditLog
 from control.store import Store, open_store
 from proxy.config import Settings, load_settings_file
 from proxy.errors import ConfigError, InvalidInputError, NotFoundError
@@ -53,10 +54,9 @@ class ProxyState:
         assert self._runtime is not None, "runtime used before the app started"
         return self._runtime
 
-    def own(self, coro: object, name: str) -> None:
+    def own(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         """Run a background task this state owns (cancelled at shutdown)."""
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
-        task.set_name(name)
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -147,10 +147,10 @@ STATE = web.AppKey("state", ProxyState)
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
-    store = open_store(state.settings.state)
+    store = open_store(state.settings.state, hmac_key=_hmac_key(state.env))
     await store.open()
     state.store = store
-    state.audit = AuditLog(store, hmac_key=_hmac_key(state.env))
+    state.audit = store.audit
     try:
         await state.start_runtime()
         state.own(state.sync_weights_loop(), "weight-sync")

@@ -1,25 +1,35 @@
 """The ``splitway`` command: the only place that reads argv and the environment.
 
-Exit codes: 0 ok, 1 operation failed, 2 usage or input error.
+Exit codes: 0 ok, 1 operation failed, 2 usage or input error. Client commands talk to
+the admin API (``--admin-url`` / ``SPLITWAY_ADMIN_URL``, ``--token`` / ``SPLITWAY_TOKEN``)
+and print readable tables, or JSON with ``--json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from proxy.admin_client import AdminClient, ClientFailure
 from proxy.config import Settings, load_settings_file
 from proxy.errors import ConfigError
 
+Command = Callable[[argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """Bad arguments found after parsing; exit 2."""
+
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 already; keep its message short
+    def error(self, message: str) -> NoReturn:  # argparse exits 2 already; keep it short
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
 
@@ -29,44 +39,41 @@ def _add_config(p: argparse.ArgumentParser) -> None:
                    help="config file (default $SPLITWAY_CONFIG)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="splitway", description="traffic splitting for ML model versions")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    check = sub.add_parser("check", help="validate a config file")
-    _add_config(check)
-    run = sub.add_parser("run", help="serve the data plane and the admin API")
-    _add_config(run)
-    run.add_argument("--workers", type=int, default=1, help="processes sharing the data port")
-    run.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
-    run.add_argument("--log-level", default=os.environ.get("SPLITWAY_LOG_LEVEL", "INFO"))
-    return parser
+def add_client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--admin-url", default=os.environ.get("SPLITWAY_ADMIN_URL",
+                                                         "http://127.0.0.1:9901"),
+                   help="admin API base URL (default $SPLITWAY_ADMIN_URL)")
+    p.add_argument("--token", default=os.environ.get("SPLITWAY_TOKEN"),
+                   help="bearer token (default $SPLITWAY_TOKEN)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def client(args: argparse.Namespace) -> AdminClient:
+    return AdminClient(args.admin_url, args.token)
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+def print_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
+    cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def load_config(args: argparse.Namespace) -> Settings:
     if args.config is None:
-        print("splitway check: -c FILE is required", file=sys.stderr)
-        return 2
-    try:
-        load_settings_file(args.config, os.environ)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 2
+        raise UsageError(f"splitway {args.command}: -c FILE (or SPLITWAY_CONFIG) is required")
+    return load_settings_file(args.config, os.environ)
+
+
+# -- check / run ----------------------------------------------------------------------------
+def cmd_check(args: argparse.Namespace) -> int:
+    load_config(args)
     print(f"{args.config}: ok")
     return 0
-
-
-def _load(args: argparse.Namespace) -> Settings | int:
-    if args.config is None:
-        print(f"splitway {args.command}: -c FILE (or SPLITWAY_CONFIG) is required",
-              file=sys.stderr)
-        return 2
-    try:
-        return load_settings_file(args.config, os.environ)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"{args.config}: {problem}", file=sys.stderr)
-        return 2
 
 
 def _run_loop(coro: Coroutine[Any, Any, int]) -> int:
@@ -81,35 +88,154 @@ def _run_loop(coro: Coroutine[Any, Any, int]) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = _load(args)
-    if isinstance(settings, int):
-        return settings
-    if args.workers < 1:
-        print("splitway run: --workers must be >= 1", file=sys.stderr)
-        return 2
     from proxy.server import run_workers, serve
 
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_config(args)
+    if args.workers < 1:
+        raise UsageError("splitway run: --workers must be >= 1")
     if args.workers > 1 and args.worker is None:
         if any(a.port == 0 for a in settings.listen_addresses):
-            print("splitway run: --workers needs a fixed listen port", file=sys.stderr)
-            return 2
-        argv = ["run", "-c", str(args.config), "--log-level", args.log_level]
-        return run_workers(argv, args.workers)
+            raise UsageError("splitway run: --workers needs a fixed listen port")
+        return run_workers(["run", "-c", str(args.config), "--log-level", args.log_level],
+                           args.workers)
     try:
         return _run_loop(serve(settings, config_path=args.config.resolve(), env=os.environ,
                                worker=args.worker or 0, reuse_port=args.worker is not None))
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"{problem}", file=sys.stderr)
-        return 2
     except OSError as exc:
         print(f"splitway run: {exc}", file=sys.stderr)
         return 1
 
 
+# -- routes / weights -----------------------------------------------------------------------
+def cmd_routes(args: argparse.Namespace) -> int:
+    data = client(args).call("GET", "/api/v1/routes")
+    if args.json:
+        print_json(data)
+        return 0
+    rows = [(r["name"], r["split"]["strategy"],
+             ", ".join(f"{v}={w:g}" for v, w in r["weights"].items()), r["weights_source"])
+            for r in data["routes"]]
+    print_table(rows, ("ROUTE", "SPLIT", "WEIGHTS", "SOURCE"))
+    return 0
+
+
+def parse_pairs(pairs: Sequence[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            out[name] = float(value)
+        except ValueError:
+            raise UsageError(f"{pair!r} is not VARIANT=NUMBER") from None
+    return out
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    weights = parse_pairs(args.pairs)
+    data = client(args).call("PUT", f"/api/v1/routes/{args.route}/weights",
+                             {"weights": weights})
+    if args.json:
+        print_json(data)
+    else:
+        print(f"{args.route}: " + ", ".join(f"{v}={w:g}" for v, w in data["weights"].items()))
+    return 0
+
+
+# -- token ----------------------------------------------------------------------------------
+def cmd_token_create(args: argparse.Namespace) -> int:
+    from control.auth import Role, create_token
+
+    path: Path | None = args.tokens_file
+    if path is None and args.config is not None:
+        settings = load_config(args)
+        if settings.admin.tokens_file is not None:
+            path = settings.admin.tokens_file
+            if not path.is_absolute():
+                path = args.config.parent / path
+    if path is None:
+        raise UsageError("splitway token create: give --tokens-file FILE or -c CONFIG "
+                         "with admin.tokens_file")
+    try:
+        roles = [Role(r) for r in args.role]
+    except ValueError as exc:
+        raise UsageError(f"splitway token create: {exc}") from None
+    token = create_token(path, args.user, roles)
+    print(token)
+    print(f"(shown once; its SHA-256 was added to {path})", file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from proxy.demo import run_demo
+
+    try:
+        return _run_loop(run_demo(duration_s=args.duration, rate=args.rate))
+    except KeyboardInterrupt:
+        print("\nsplitway demo: stopped", file=sys.stderr)
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="splitway", description="traffic splitting for ML model versions")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("check", help="validate a config file")
+    _add_config(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("run", help="serve the data plane and the admin API")
+    _add_config(p)
+    p.add_argument("--workers", type=int, default=1, help="processes sharing the data port")
+    p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--log-level", default=os.environ.get("SPLITWAY_LOG_LEVEL", "INFO"))
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="sample model servers, the proxy and a live canary")
+    p.add_argument("--duration", type=float, default=None, help="seconds (default: until ^C)")
+    p.add_argument("--rate", type=float, default=200.0, help="requests per second")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("routes", help="routes with their live weights")
+    add_client_options(p)
+    p.set_defaults(func=cmd_routes)
+
+    p = sub.add_parser("weights", help="set a route's weights: ROUTE VARIANT=W ...")
+    add_client_options(p)
+    p.add_argument("route")
+    p.add_argument("pairs", nargs="+", metavar="VARIANT=WEIGHT")
+    p.set_defaults(func=cmd_weights)
+
+    token = sub.add_parser("token", help="admin API tokens").add_subparsers(
+        dest="token_command", required=True, parser_class=_Parser)
+    p = token.add_parser("create", help="make a token; print it once, store its hash")
+    _add_config(p)
+    p.add_argument("--tokens-file", type=Path, default=None)
+    p.add_argument("--user", required=True)
+    p.add_argument("--role", action="append", required=True,
+                   help="viewer, operator, approver or admin (repeatable)")
+    p.set_defaults(func=cmd_token_create)
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"check": cmd_check, "run": cmd_run}
-    return handlers[args.command](args)
+    func: Command = args.func
+    try:
+        return func(args)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        where = f"{args.config}: " if getattr(args, "config", None) else ""
+        for problem in exc.problems:
+            print(f"{where}{problem}", file=sys.stderr)
+        return 2
+    except ClientFailure as exc:
+        print(f"splitway {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -9,36 +9,89 @@ can print them all.
 The loader (:func:`load_settings`) is the only place that turns text into settings;
 ``${ENV}`` interpolation takes an environment mapping from its caller, because only the
 CLI reads the process environment.
+
+Rules worth knowing (also in the docs):
+
+- Every problem is one line, ``PATH: message``; PATH is a field path such as
+  ``routes[0].split.weights.canary`` or ``backends.a.endpoints[0]``, or
+  ``line N, column M`` for YAML syntax errors, duplicate keys and unset ``${ENV}``
+  variables. Schema problems are reported first; the cross-field checks of
+  :func:`cross_check` run once the schema is satisfied.
+- ``${NAME}`` is replaced by the variable's value; ``${NAME:-default}`` uses the default
+  when the variable is unset *or empty* (shell and docker-compose semantics); ``$${``
+  is a literal ``${``. Interpolation is textual and happens before YAML parsing, so it
+  works inside flow mappings (``{a: ${A}}``); full-line comments are left alone.
+- Numbers written as YAML numbers are accepted as strings where a name or header value
+  is expected (``equals: 1``), but ``true``/``false`` is never accepted as a number.
+- Duplicate keys in a YAML mapping are errors (YAML itself would keep the last one).
+- Relative file paths (``admin.tokens_file``, ``tls.cert``, ``tls.key``) are resolved
+  against the config file's directory by :func:`load_settings_file` (see
+  :func:`resolve_relative`). ``state`` is a URL and is passed on unchanged.
+- ``approvals`` always holds both stages; a stage left out keeps its default
+  (staging 1, production 2).
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import itertools
 import re
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import ErrorDetails
 
 from proxy.errors import ConfigError, ConfigProblem
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+NAME_RULE = "[a-z0-9][a-z0-9._-]{0,63}"
 HASH_ON_RE = re.compile(r"^(header|cookie|query):[A-Za-z0-9!#$%&'*+.^_`|~-]+$|^client_ip$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_METHOD_RE = re.compile(r"^[A-Z]+$")
 
-PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-Percent = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+
+def _not_bool(value: Any) -> Any:
+    # pydantic's lax mode reads true/false as 1/0; in a config file that is always a slip
+    # (YAML 1.1 even reads ``yes``/``no``/``on``/``off`` as booleans).
+    if isinstance(value, bool):
+        raise ValueError("should be a number, not true/false")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
+PositiveFloat = Annotated[Float, Field(gt=0)]
+NonNegativeFloat = Annotated[Float, Field(ge=0)]
+Percent = Annotated[Float, Field(ge=0, le=100)]
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+    """Base of every config model: frozen, unknown keys forbidden, strings stripped."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", str_strip_whitespace=True, coerce_numbers_to_str=True
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class HostPort:
+    """A listen address; ``str()`` gives ``host:port`` (``[v6]:port`` for IPv6)."""
+
     host: str
     port: int
 
@@ -53,12 +106,19 @@ def parse_listen(value: str) -> HostPort:
         host, sep, port_text = text[1:].partition("]:")
         if not sep:
             raise ValueError(f"{value!r} is not [ipv6]:port")
-        ipaddress.IPv6Address(host)
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} in {value!r} is not an IPv6 address") from None
     else:
         host, sep, port_text = text.rpartition(":")
         if not sep or not host:
             raise ValueError(f"{value!r} is not host:port")
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        if ":" in host:
+            raise ValueError(f"{value!r}: write an IPv6 address in brackets, [addr]:port")
+        if not _HOST_RE.match(host):
+            raise ValueError(f"{host!r} in {value!r} is not a host name or address")
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"port {port_text!r} in {value!r} is not 0..65535")
     return HostPort(host, int(port_text))
 
@@ -71,15 +131,37 @@ def _check_url(value: str) -> str:
         _ = parts.port
     except ValueError as exc:
         raise ValueError(f"{value!r} has a bad port") from exc
+    if any(c.isspace() for c in value):
+        raise ValueError(f"{value!r} contains white space")
     return value.rstrip("/")
 
 
+Url = Annotated[str, AfterValidator(_check_url)]
+
+
+def _methods(value: Any) -> Any:
+    """``GET`` or ``[get, post]`` -> ``("GET", "POST")``; other shapes go on to pydantic."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list | tuple):
+        out = tuple(str(m).strip().upper() for m in value)
+        for m in out:
+            if not _METHOD_RE.match(m):
+                raise ValueError(f"{m!r} is not an HTTP method")
+        return out
+    return value
+
+
 class TLS(Model):
+    """Certificate and key files for the data-plane listener."""
+
     cert: Path
     key: Path
 
 
 class Admin(Model):
+    """The admin API listener and its tokens file (without one, the API is read-only)."""
+
     listen: str = "127.0.0.1:9901"
     tokens_file: Path | None = None
 
@@ -89,24 +171,30 @@ class Admin(Model):
         parse_listen(v)
         return v
 
+    @field_validator("tokens_file")
+    @classmethod
+    def _tokens_file(cls, v: Path | None) -> Path | None:
+        if v is not None and str(v) in ("", "."):
+            raise ValueError("should be a file path")
+        return v
+
 
 class Notifications(Model):
-    webhooks: tuple[str, ...] = ()
-    timeout_s: PositiveFloat = 5.0
-    retries: Annotated[int, Field(ge=0, le=10)] = 3
+    """Webhooks that receive rollout and approval events."""
 
-    @field_validator("webhooks")
-    @classmethod
-    def _urls(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(_check_url(u) for u in v)
+    webhooks: tuple[Url, ...] = ()
+    timeout_s: PositiveFloat = 5.0
+    retries: Annotated[Int, Field(ge=0, le=10)] = 3
 
 
 class HealthCheck(Model):
+    """Active health checking of a backend's endpoints."""
+
     path: str = "/"
     interval_s: PositiveFloat = 5.0
     timeout_s: PositiveFloat = 2.0
-    unhealthy_threshold: Annotated[int, Field(ge=1)] = 2
-    healthy_threshold: Annotated[int, Field(ge=1)] = 1
+    unhealthy_threshold: Annotated[Int, Field(ge=1)] = 2
+    healthy_threshold: Annotated[Int, Field(ge=1)] = 1
 
     @field_validator("path")
     @classmethod
@@ -120,33 +208,40 @@ class OutlierDetection(Model):
     """Passive ejection: ``consecutive_failures`` 5xx/connect failures eject an endpoint
     for ``base_ejection_s`` x times ejected, capped at ``max_ejection_s``."""
 
-    consecutive_failures: Annotated[int, Field(ge=1)] = 5
+    consecutive_failures: Annotated[Int, Field(ge=1)] = 5
     base_ejection_s: PositiveFloat = 30.0
     max_ejection_s: PositiveFloat = 300.0
 
 
 class Backend(Model):
-    endpoints: Annotated[tuple[str, ...], Field(min_length=1)]
+    """One model version's serving endpoints (load-balanced) and their limits."""
+
+    endpoints: tuple[Url, ...]
     timeout_s: PositiveFloat = 30.0
     connect_timeout_s: PositiveFloat = 2.0
-    max_connections: Annotated[int, Field(ge=1, le=100_000)] = 256
+    max_connections: Annotated[Int, Field(ge=1, le=100_000)] = 256
     health_check: HealthCheck | None = None
     outlier_detection: OutlierDetection = OutlierDetection()
 
     @field_validator("endpoints")
     @classmethod
-    def _urls(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        urls = tuple(_check_url(u) for u in v)
-        if len(set(urls)) != len(urls):
+    def _endpoints(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        # Not Field(min_length=1): on a tuple whose items fail, pydantic also reports a
+        # spurious "should have at least 1 item after validation".
+        if not v:
+            raise ValueError("give at least one endpoint")
+        if len(set(v)) != len(v):
             raise ValueError("endpoints must be unique")
-        return urls
+        return v
 
 
 class Match(Model):
+    """Which requests a route takes: path prefix, and optionally host, headers, methods."""
+
     path_prefix: str = "/"
     host: str | None = None
     header: dict[str, str] | None = None
-    method: tuple[str, ...] | None = None
+    method: Annotated[tuple[str, ...] | None, BeforeValidator(_methods)] = None
 
     @field_validator("path_prefix")
     @classmethod
@@ -155,20 +250,13 @@ class Match(Model):
             raise ValueError("must start with '/'")
         return v
 
-    @field_validator("method", mode="before")
-    @classmethod
-    def _method(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            v = [v]
-        if isinstance(v, list | tuple):
-            return tuple(str(m).upper() for m in v)
-        return v
-
 
 class Split(Model):
+    """How a route divides traffic between its variants."""
+
     strategy: Literal["random", "hash"] = "random"
     hash_on: str | None = None
-    weights: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]]
+    weights: dict[str, NonNegativeFloat]
     allow_pin: bool = False
 
     @field_validator("hash_on")
@@ -180,30 +268,38 @@ class Split(Model):
 
 
 class Compare(Model):
+    """How shadow responses are compared with the primary's."""
+
     json_path: str | None = None
-    rel_tol: Annotated[float, Field(ge=0)] = 1e-3
-    abs_tol: Annotated[float, Field(ge=0)] = 1e-6
+    rel_tol: NonNegativeFloat = 1e-3
+    abs_tol: NonNegativeFloat = 1e-6
 
 
 class Shadow(Model):
+    """Mirroring of a route's requests to another backend."""
+
     backend: str
     percent: Percent = 100.0
-    max_in_flight: Annotated[int, Field(ge=1)] = 64
-    max_body_bytes: Annotated[int, Field(ge=0)] = 1 << 20
+    max_in_flight: Annotated[Int, Field(ge=1)] = 64
+    max_body_bytes: Annotated[Int, Field(ge=0)] = 1 << 20
     timeout_s: PositiveFloat = 10.0
-    methods: tuple[str, ...] | None = None
+    methods: Annotated[tuple[str, ...] | None, BeforeValidator(_methods)] = None
     compare: Compare = Compare()
 
 
 class Analysis(Model):
-    min_requests: Annotated[int, Field(ge=1)] = 1000
-    max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
-    max_latency_ratio: Annotated[float, Field(gt=0)] = 1.5
-    latency_quantile: Annotated[float, Field(gt=0, lt=1)] = 0.99
-    failed_checks_to_rollback: Annotated[int, Field(ge=1)] = 1
+    """The checks that gate each rollout step."""
+
+    min_requests: Annotated[Int, Field(ge=1)] = 1000
+    max_error_rate: Annotated[Float, Field(ge=0, le=1)] = 0.01
+    max_latency_ratio: PositiveFloat = 1.5
+    latency_quantile: Annotated[Float, Field(gt=0, lt=1)] = 0.99
+    failed_checks_to_rollback: Annotated[Int, Field(ge=1)] = 1
 
 
 class Rollout(Model):
+    """The policy a rollout on this route follows."""
+
     strategy: Literal["canary", "blue_green", "rolling"] = "canary"
     baseline: str
     candidate: str
@@ -211,21 +307,36 @@ class Rollout(Model):
     step_interval_s: PositiveFloat = 60.0
     analysis: Analysis = Analysis()
 
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v:
+            raise ValueError("give at least one step")
+        if any(b <= a for a, b in itertools.pairwise(v)):
+            raise ValueError("steps must increase")
+        return v
+
 
 class Success(Model):
-    status_below: Annotated[int, Field(ge=100, le=600)] | None = None
+    """What counts as a success in an experiment: exactly one of the three criteria."""
+
+    status_below: Annotated[Int, Field(ge=100, le=600)] | None = None
     json_field: str | None = None
     header: str | None = None
     equals: str | None = None
 
 
 class Experiment(Model):
+    """An A/B test on a route's split."""
+
     name: str
     control: str
     success: Success = Success(status_below=500)
 
 
 class RouteConfig(Model):
+    """A route: which requests it matches, its variants and their split."""
+
     name: str
     match: Match = Match()
     variants: Annotated[dict[str, str], Field(min_length=1)]
@@ -233,38 +344,85 @@ class RouteConfig(Model):
     shadow: Shadow | None = None
     rollout: Rollout | None = None
     experiment: Experiment | None = None
-    max_body_bytes: Annotated[int, Field(ge=0)] = 1 << 30
+    max_body_bytes: Annotated[Int, Field(ge=0)] = 1 << 30
 
 
 class ApprovalPolicy(Model):
-    required: Annotated[int, Field(ge=0, le=20)] = 1
+    """How many approvals a promotion to a stage needs."""
+
+    required: Annotated[Int, Field(ge=0, le=20)] = 1
+
+
+Stage = Literal["staging", "production"]
+DEFAULT_APPROVALS: dict[Stage, ApprovalPolicy] = {
+    "staging": ApprovalPolicy(required=1),
+    "production": ApprovalPolicy(required=2),
+}
 
 
 class Settings(Model):
+    """The whole config file."""
+
     version: Literal[1]
     listen: str | tuple[str, ...] = "127.0.0.1:8080"
     tls: TLS | None = None
     admin: Admin = Admin()
     state: str = "sqlite:///splitway-state.db"
     notifications: Notifications = Notifications()
-    grace_period_s: Annotated[float, Field(ge=0)] = 30.0
+    grace_period_s: NonNegativeFloat = 30.0
     backends: Annotated[dict[str, Backend], Field(min_length=1)]
-    routes: Annotated[tuple[RouteConfig, ...], Field(min_length=1)]
-    approvals: dict[Literal["staging", "production"], ApprovalPolicy] = {
-        "staging": ApprovalPolicy(required=1),
-        "production": ApprovalPolicy(required=2),
-    }
+    routes: tuple[RouteConfig, ...]
+    approvals: dict[Stage, ApprovalPolicy] = dict(DEFAULT_APPROVALS)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version(cls, v: Any) -> Any:
+        if v != 1 or isinstance(v, bool):
+            raise ValueError(f"unsupported config version {v!r}; this splitway reads version 1")
+        return 1
+
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _listen_shape(cls, v: Any) -> Any:
+        # Settle the shape here, so that pydantic's str|tuple union never fails and its
+        # member names ("constrained-str", "tuple[...]") never reach an error path.
+        # Each address is parsed in cross_check, which can name ``listen[i]``.
+        if isinstance(v, str):
+            return v
+        if isinstance(v, list | tuple) and v and all(isinstance(x, str) for x in v):
+            return tuple(v)
+        raise ValueError("should be host:port or a non-empty list of host:port")
+
+    @field_validator("routes")
+    @classmethod
+    def _routes(cls, v: tuple[RouteConfig, ...]) -> tuple[RouteConfig, ...]:
+        if not v:
+            raise ValueError("give at least one route")
+        return v
+
+    @field_validator("approvals")
+    @classmethod
+    def _approvals(cls, v: dict[Stage, ApprovalPolicy]) -> dict[Stage, ApprovalPolicy]:
+        return {**DEFAULT_APPROVALS, **v}
 
     @property
     def listen_addresses(self) -> tuple[HostPort, ...]:
+        """The data-plane listen addresses, parsed."""
         items = (self.listen,) if isinstance(self.listen, str) else self.listen
         return tuple(parse_listen(x) for x in items)
 
     def route(self, name: str) -> RouteConfig:
+        """The route called ``name``; ``KeyError`` if there is none."""
         for route in self.routes:
             if route.name == name:
                 return route
         raise KeyError(name)
+
+
+def _known(names: Mapping[str, Any]) -> str:
+    """``(known: a, b, c)`` for messages about a name that is not among ``names``."""
+    shown = ", ".join(list(names)[:10]) + (", ..." if len(names) > 10 else "")
+    return f"(known: {shown})"
 
 
 def cross_check(s: Settings) -> list[ConfigProblem]:
@@ -274,107 +432,274 @@ def cross_check(s: Settings) -> list[ConfigProblem]:
     def bad(path: str, message: str) -> None:
         problems.append(ConfigProblem(path, message))
 
+    backends = _known(s.backends)
+
     items = (s.listen,) if isinstance(s.listen, str) else s.listen
+    data_addrs: set[HostPort] = set()
     for i, item in enumerate(items):
+        at = "listen" if isinstance(s.listen, str) else f"listen[{i}]"
         try:
-            parse_listen(item)
+            addr = parse_listen(item)
         except ValueError as exc:
-            bad("listen" if isinstance(s.listen, str) else f"listen[{i}]", str(exc))
-    if not (s.state.startswith("sqlite://") or s.state.startswith(("postgresql://", "postgres://"))):
+            bad(at, str(exc))
+            continue
+        if addr.port and addr in data_addrs:
+            bad(at, f"{item!r} is listed twice")
+        data_addrs.add(addr)
+    admin_addr = parse_listen(s.admin.listen)
+    if admin_addr.port and admin_addr in data_addrs:
+        bad("admin.listen", f"{s.admin.listen!r} is also a data-plane listen address")
+    if not s.state.startswith(("sqlite://", "postgresql://", "postgres://")):
         bad("state", f"{s.state!r} is neither sqlite:///PATH nor postgresql://...")
     for name in s.backends:
         if not NAME_RE.match(name):
-            bad(f"backends.{name}", "backend names are [a-z0-9][a-z0-9._-]{0,63}")
-    seen: set[str] = set()
+            bad(f"backends.{name}", f"backend names are {NAME_RULE}")
+    seen: dict[str, int] = {}
+    experiments: dict[str, int] = {}
     for i, r in enumerate(s.routes):
         at = f"routes[{i}]"
         if not NAME_RE.match(r.name):
-            bad(f"{at}.name", f"{r.name!r} is not [a-z0-9][a-z0-9._-]{{0,63}}")
+            bad(f"{at}.name", f"{r.name!r} is not {NAME_RULE}")
         if r.name in seen:
-            bad(f"{at}.name", f"route name {r.name!r} is used twice")
-        seen.add(r.name)
+            bad(f"{at}.name", f"route name {r.name!r} is already used by routes[{seen[r.name]}]")
+        seen.setdefault(r.name, i)
         for variant, backend in r.variants.items():
             if not NAME_RE.match(variant):
-                bad(f"{at}.variants.{variant}", "variant names are [a-z0-9][a-z0-9._-]{0,63}")
+                bad(f"{at}.variants.{variant}", f"variant names are {NAME_RULE}")
             if backend not in s.backends:
-                bad(f"{at}.variants.{variant}", f"backend {backend!r} is not defined")
+                bad(f"{at}.variants.{variant}", f"backend {backend!r} is not defined {backends}")
+        variants = _known(r.variants)
         for variant in r.split.weights:
             if variant not in r.variants:
-                bad(f"{at}.split.weights.{variant}", f"{variant!r} is not a variant of this route")
-        if r.split.weights and not any(w > 0 for w in r.split.weights.values()):
-            bad(f"{at}.split.weights", "weights must not all be zero")
+                bad(f"{at}.split.weights.{variant}",
+                    f"{variant!r} is not a variant of this route {variants}")
+        if not any(w > 0 for w in r.split.weights.values()):
+            bad(f"{at}.split.weights", "give at least one variant a positive weight")
         if r.split.strategy == "hash" and r.split.hash_on is None:
             bad(f"{at}.split.hash_on", "strategy 'hash' needs hash_on")
+        if r.split.strategy != "hash" and r.split.hash_on is not None:
+            bad(f"{at}.split.hash_on", "hash_on is used only with strategy: hash")
         if r.shadow is not None and r.shadow.backend not in s.backends:
-            bad(f"{at}.shadow.backend", f"backend {r.shadow.backend!r} is not defined")
+            bad(f"{at}.shadow.backend", f"backend {r.shadow.backend!r} is not defined {backends}")
         if r.rollout is not None:
             for key in ("baseline", "candidate"):
                 if getattr(r.rollout, key) not in r.variants:
-                    bad(f"{at}.rollout.{key}", f"{getattr(r.rollout, key)!r} is not a variant")
+                    name = getattr(r.rollout, key)
+                    bad(f"{at}.rollout.{key}", f"{name!r} is not a variant {variants}")
             if r.rollout.baseline == r.rollout.candidate:
                 bad(f"{at}.rollout.candidate", "candidate and baseline must differ")
-            if list(r.rollout.steps) != sorted(r.rollout.steps):
-                bad(f"{at}.rollout.steps", "steps must not decrease")
         if r.experiment is not None:
-            if r.experiment.control not in r.variants:
-                bad(f"{at}.experiment.control", f"{r.experiment.control!r} is not a variant")
+            e = r.experiment
+            if not NAME_RE.match(e.name):
+                bad(f"{at}.experiment.name", f"{e.name!r} is not {NAME_RULE}")
+            if e.name in experiments:
+                bad(f"{at}.experiment.name",
+                    f"experiment {e.name!r} is already defined in routes[{experiments[e.name]}]")
+            experiments.setdefault(e.name, i)
+            if e.control not in r.variants:
+                bad(f"{at}.experiment.control", f"{e.control!r} is not a variant {variants}")
             chosen = [
                 k for k in ("status_below", "json_field", "header")
-                if getattr(r.experiment.success, k) is not None
+                if getattr(e.success, k) is not None
             ]
             if len(chosen) != 1:
-                bad(f"{at}.experiment.success", "give exactly one of status_below, json_field, header")
+                bad(f"{at}.experiment.success",
+                    "give exactly one of status_below, json_field, header")
+            elif e.success.equals is not None and chosen == ["status_below"]:
+                bad(f"{at}.experiment.success.equals", "equals goes with header or json_field")
     return problems
 
 
-_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_ENV_RE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def interpolate(text: str, env: Mapping[str, str]) -> str:
-    """Replace ``${NAME}`` / ``${NAME:-default}``; an unset name without default is an error."""
-    missing: list[str] = []
+    """Replace ``${NAME}`` / ``${NAME:-default}`` (default when unset or empty).
 
-    def sub(m: re.Match[str]) -> str:
-        name, default = m.group(1), m.group(2)
-        if name in env:
-            return env[name]
-        if default is not None:
-            return default
-        missing.append(name)
-        return ""
+    ``$${...}`` stays as a literal ``${...}``; full-line comments are not interpolated.
+    An unset name without a default is a :class:`ConfigError` naming its line and column.
+    """
+    missing: dict[str, ConfigProblem] = {}
+    lines = text.splitlines(keepends=True)
+    for n, line in enumerate(lines):
+        if line.lstrip().startswith("#") or "$" not in line:
+            continue
 
-    out = _ENV_RE.sub(sub, text)
+        def sub(m: re.Match[str], n: int = n) -> str:
+            escaped, name, default = m.group(1), m.group(2), m.group(3)
+            if escaped:
+                return m.group(0)[1:]
+            value = env.get(name)
+            if value is not None and (value or default is None):
+                return value
+            if default is not None:
+                return default
+            if name not in missing:
+                missing[name] = ConfigProblem(
+                    f"line {n + 1}, column {m.start() + 1}",
+                    f"environment variable {name} is not set "
+                    f"(write ${{{name}:-default}} to give a default)",
+                )
+            return ""
+
+        lines[n] = _ENV_RE.sub(sub, line)
     if missing:
-        raise ConfigError([ConfigProblem("${" + n + "}", "environment variable is not set")
-                           for n in dict.fromkeys(missing)])
-    return out
+        raise ConfigError(list(missing.values()))
+    return "".join(lines)
+
+
+# --- YAML ---------------------------------------------------------------------------
+
+
+class _DuplicateKeyError(yaml.constructor.ConstructorError):
+    pass
+
+
+class _Loader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses duplicate keys in a mapping."""
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+    first: dict[Any, int] = {}
+    for key_node, _ in node.value:  # the node's own keys, before ``<<`` merges
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node)
+        if key in first:
+            raise _DuplicateKeyError(
+                None, None,
+                f"duplicate key {key!r} (first on line {first[key]})", key_node.start_mark,
+            )
+        first[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> ConfigProblem:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(yaml)"
+    problem = getattr(exc, "problem", None) or str(exc)
+    if isinstance(exc, _DuplicateKeyError):
+        return ConfigProblem(where, problem)
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    if context and context_mark is not None:
+        problem += f" ({context} started on line {context_mark.line + 1})"
+    elif context:
+        problem += f" ({context})"
+    return ConfigProblem(where, f"YAML syntax error: {problem}")
+
+
+# --- pydantic errors -> one line per problem -----------------------------------------
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip ``Annotated`` and ``X | None``; ``None`` for a real union."""
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+        elif origin is Union or origin is types.UnionType:
+            members = [a for a in get_args(tp) if a is not type(None)]
+            if len(members) != 1:
+                return None
+            tp = members[0]
+        else:
+            return tp
+
+
+def _model_at(root: type[BaseModel], loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The model found at ``loc`` (a path from ``root``), if any."""
+    tp: Any = root
+    for part in loc:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(part) if isinstance(part, str) else None
+            if field is None:
+                return None
+            tp = field.annotation
+        elif get_origin(tp) is tuple and isinstance(part, int):
+            tp = get_args(tp)[0]
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[1]
+        else:
+            return None
+    tp = _unwrap(tp)
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:
+    """``("routes", 0, "split")`` -> ``routes[0].split``; pydantic's own tags are dropped."""
     out = ""
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(part, int):
-            out += f"[{part}]"
-        elif str(part).startswith(("function-", "tagged-union", "union[")):
+            # an int is a list index, except as a dict key (followed by pydantic's "[key]")
+            key = i + 1 < len(loc) and loc[i + 1] == "[key]"
+            out += f".{part}" if key and out else f"[{part}]"
+        elif part == "[key]" or part.startswith(("function-", "tagged-union[", "union[")):
             continue
         else:
-            out += ("." if out else "") + str(part)
+            out += ("." if out else "") + part
     return out or "(top level)"
+
+
+_MESSAGES = {
+    "tuple_type": "should be a list",
+    "list_type": "should be a list",
+    "dict_type": "should be a mapping (key: value)",
+    "model_type": "should be a mapping (key: value)",
+    "model_attributes_type": "should be a mapping (key: value)",
+    "missing": "required, but missing",
+    "path_type": "should be a file path",
+}
+
+
+def _message(err: ErrorDetails, root: type[BaseModel]) -> str:
+    kind, loc = err["type"], err["loc"]
+    if kind == "extra_forbidden" and loc:
+        model = _model_at(root, loc[:-1])
+        key = str(loc[-1])
+        if model is None:
+            return f"unknown key {key!r}"
+        allowed = list(model.model_fields)
+        close = difflib.get_close_matches(key, allowed, n=1)
+        if close:
+            return f"unknown key {key!r}; did you mean {close[0]!r}?"
+        return f"unknown key {key!r}; expected one of: {', '.join(allowed)}"
+    if loc and loc[-1] == "[key]":
+        return f"unknown key; {err['msg'].replace('Input should be', 'expected')}"
+    msg = _MESSAGES.get(kind) or err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    if msg.startswith("Input should"):
+        msg = msg.removeprefix("Input ")
+    return " ".join(msg.split())  # one line, whatever the validator wrote
+
+
+def validation_problems(exc: ValidationError, root: type[BaseModel]) -> list[ConfigProblem]:
+    """pydantic's errors for ``root.model_validate`` as one-line problems with clean paths.
+
+    Shared with the other YAML files splitway reads (``tokens.yaml``).
+    """
+    problems: dict[tuple[str, str], None] = {}
+    for err in exc.errors(include_url=False):
+        problems[(_loc(err["loc"]), _message(err, root))] = None
+    return [ConfigProblem(p, m) for p, m in problems]
 
 
 def parse_settings(data: Any) -> Settings:
     """Validate already-parsed YAML data; raise :class:`ConfigError` listing every problem."""
+    if data is None:
+        raise ConfigError([ConfigProblem("(top level)", "the config file is empty")])
     if not isinstance(data, dict):
-        raise ConfigError([ConfigProblem("(top level)", "the config must be a YAML mapping")])
+        raise ConfigError([ConfigProblem(
+            "(top level)", f"the config must be a YAML mapping, not a {type(data).__name__}")])
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        problems: dict[tuple[str, str], None] = {}
-        for err in exc.errors(include_url=False):
-            loc = tuple(p for p in err["loc"] if p not in ("str", "tuple[str, ...]"))
-            msg = err["msg"].removeprefix("Value error, ")
-            problems[(_loc(loc), msg)] = None
-        raise ConfigError([ConfigProblem(p, m) for p, m in problems]) from None
+        raise ConfigError(validation_problems(exc, Settings)) from None
     found = cross_check(settings)
     if found:
         raise ConfigError(found)
@@ -383,23 +708,52 @@ def parse_settings(data: Any) -> Settings:
 
 def load_settings(text: str, env: Mapping[str, str] | None = None) -> Settings:
     """Parse YAML text (after ``${ENV}`` interpolation) into checked :class:`Settings`."""
-    text = interpolate(text, env or {})
+    return parse_settings(load_yaml(interpolate(text, env or {})))
+
+
+def load_yaml(text: str) -> Any:
+    """Safe-load YAML, refusing duplicate keys; :class:`ConfigError` names line and column."""
     try:
-        data = yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(yaml)"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([ConfigProblem(where, f"YAML syntax error: {problem}")]) from None
-    return parse_settings(data)
+        raise ConfigError([_yaml_problem(exc)]) from None
+
+
+def resolve_relative(settings: Settings, base_dir: Path) -> Settings:
+    """Resolve the relative file paths in ``settings`` against ``base_dir``.
+
+    ``admin.tokens_file``, ``tls.cert`` and ``tls.key`` are made absolute (``~`` is
+    expanded); everything else is returned unchanged. :func:`load_settings_file` calls
+    this with the config file's directory, so ``tokens_file: tokens.yaml`` means the
+    file beside the config whatever the working directory.
+    """
+    base = base_dir.expanduser().absolute()
+
+    def fix(p: Path) -> Path:
+        p = p.expanduser()
+        return p if p.is_absolute() else base / p
+
+    update: dict[str, Any] = {}
+    if settings.admin.tokens_file is not None:
+        update["admin"] = settings.admin.model_copy(
+            update={"tokens_file": fix(settings.admin.tokens_file)})
+    if settings.tls is not None:
+        update["tls"] = settings.tls.model_copy(
+            update={"cert": fix(settings.tls.cert), "key": fix(settings.tls.key)})
+    return settings.model_copy(update=update) if update else settings
 
 
 def load_settings_file(path: Path, env: Mapping[str, str] | None = None) -> Settings:
+    """Read, interpolate, parse and check a config file; relative paths in it are
+    resolved against its directory (:func:`resolve_relative`)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([ConfigProblem(str(path), f"cannot read: {exc.strerror}")]) from exc
-    return load_settings(text, env)
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem(
+            str(path), f"not UTF-8 text (bad byte at offset {exc.start})")]) from None
+    return resolve_relative(load_settings(text, env), path.parent)
 
 
 def effective_weights(route: RouteConfig) -> dict[str, float]:

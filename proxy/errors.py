@@ -30,7 +30,9 @@ shape (contract §4).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal
+
+UpstreamReason = Literal["connect", "timeout", "reset"]
 
 
 class SplitwayError(Exception):
@@ -82,19 +84,23 @@ class BodyTooLargeError(ProxyError):
 
 
 class UpstreamError(ProxyError):
-    kind, status, reason = "upstream", 502, "reset"
+    kind, status = "upstream", 502
+    reason: ClassVar[UpstreamReason] = "reset"
 
 
 class UpstreamConnectError(UpstreamError):
-    kind, status, reason = "upstream_connect", 502, "connect"
+    kind, status = "upstream_connect", 502
+    reason: ClassVar[UpstreamReason] = "connect"
 
 
 class UpstreamResetError(UpstreamError):
-    kind, status, reason = "upstream_reset", 502, "reset"
+    kind, status = "upstream_reset", 502
+    reason: ClassVar[UpstreamReason] = "reset"
 
 
 class UpstreamTimeoutError(UpstreamError):
-    kind, status, reason = "upstream_timeout", 504, "timeout"
+    kind, status = "upstream_timeout", 504
+    reason: ClassVar[UpstreamReason] = "timeout"
 
 
 class ApiError(SplitwayError):

@@ -217,10 +217,11 @@ class ProxyHandler:
                     await out.write(chunk)
                 await out.write_eof()
             except (aiohttp.ClientError, TimeoutError) as exc:
-                error = translate(exc, f"{exchange.endpoint.url}")
+                error: SplitwayError
                 if body is not None and body.too_large:
                     error = BodyTooLargeError("request body over the route's limit")
                 else:
+                    error = translate(exc, exchange.endpoint.url)
                     stats.record_upstream_error(error.reason)
                 if not out.prepared:
                     return error.status, error_response(error, request_id, route, variant), False

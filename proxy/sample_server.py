@@ -24,6 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 CHUNK = 1 << 16
 
@@ -45,7 +46,7 @@ class SampleModel:
 class SeenRequest:
     method: str
     path_qs: str
-    headers: dict[str, str]
+    headers: CIMultiDict[str]
     body_sha256: str
     body_len: int
 
@@ -110,8 +111,9 @@ class SampleServer:
         self._track()
         try:
             body = await request.read()
-            self.seen.append(SeenRequest(request.method, request.path_qs, dict(request.headers),
-                                         hashlib.sha256(body).hexdigest(), len(body)))
+            self.seen.append(SeenRequest(
+                request.method, request.path_qs, CIMultiDict(request.headers),
+                hashlib.sha256(body).hexdigest(), len(body)))
             m = self.model
             delay = max(0.0, m.latency_ms + self._rng.uniform(-m.jitter_ms, m.jitter_ms))
             if delay:

@@ -17,18 +17,20 @@ Once listening, the process prints one line to stdout that tools and tests read:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import ssl
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
-from control.auth import TokenTable, load_tokens
 
+from control.auth import TokenTable, load_tokens
 from proxy.admin import create_admin_app
 from proxy.app import ProxyState, create_data_app
 from proxy.config import Settings, parse_listen
@@ -59,15 +61,25 @@ def _url(addr: object, scheme: str) -> str:
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
-async def serve(
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A proxy that is listening: its state and the URLs it answers on."""
+
+    state: ProxyState
+    data_urls: tuple[str, ...]
+    admin_url: str
+
+
+@contextlib.asynccontextmanager
+async def started(
     settings: Settings,
     *,
     config_path: Path | None,
     env: Mapping[str, str],
     worker: int = 0,
     reuse_port: bool = False,
-) -> int:
-    """Run one proxy process until SIGTERM/SIGINT; returns the exit code."""
+) -> AsyncIterator[Started]:
+    """Start listening; on exit stop accepting, drain within the grace period, close."""
     tokens = _tokens(settings, config_path)
     tls = _ssl_context(settings)
     state = ProxyState(settings, config_path=config_path, env=env)
@@ -78,27 +90,41 @@ async def serve(
     await data_runner.setup()  # opens the store and builds the runtime (cleanup_ctx)
     admin_runner = web.AppRunner(create_admin_app(state, tokens), access_log=None,
                                  handle_signals=False)
-    await admin_runner.setup()
     try:
+        await admin_runner.setup()
         for addr in settings.listen_addresses:
             await web.TCPSite(data_runner, addr.host, addr.port, ssl_context=tls,
                               reuse_port=reuse_port or None).start()
         a = parse_listen(settings.admin.listen)
         await web.TCPSite(admin_runner, a.host, a.port + worker if a.port else 0).start()
+        scheme = "https" if tls else "http"
+        yield Started(state, tuple(_url(x, scheme) for x in data_runner.addresses),
+                      _url(admin_runner.addresses[0], "http"))
+    finally:
+        await admin_runner.cleanup()
+        await data_runner.cleanup()
+
+
+async def serve(
+    settings: Settings,
+    *,
+    config_path: Path | None,
+    env: Mapping[str, str],
+    worker: int = 0,
+    reuse_port: bool = False,
+) -> int:
+    """Run one proxy process until SIGTERM/SIGINT; returns the exit code."""
+    async with started(settings, config_path=config_path, env=env, worker=worker,
+                       reuse_port=reuse_port) as s:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: state.own(_reload(state), "reload"))
-        data_urls = " ".join(_url(x, "https" if tls else "http") for x in data_runner.addresses)
-        admin_url = _url(admin_runner.addresses[0], "http")
-        print(f"splitway ready data={data_urls} admin={admin_url} pid={os.getpid()}",
-              flush=True)
+        loop.add_signal_handler(signal.SIGHUP, lambda: s.state.own(_reload(s.state), "reload"))
+        print(f"splitway ready data={' '.join(s.data_urls)} admin={s.admin_url} "
+              f"pid={os.getpid()}", flush=True)
         await stop.wait()
         log.info("draining (grace %.1fs)", settings.grace_period_s)
-    finally:
-        await admin_runner.cleanup()
-        await data_runner.cleanup()
     return 0
 
 

@@ -1,0 +1,141 @@
+"""``splitway demo``: two sample model servers, the proxy, traffic and a live canary.
+
+Everything runs in this one process and stops on Ctrl-C (or after ``--duration``): the
+sample servers, the real proxy (the same :func:`proxy.server.started` that
+``splitway run`` uses, with a state store in a temporary directory), a load generator
+sending sticky-keyed requests, and a canary walk that moves the new version's weight
+5 → 10 → 25 → 50 through the same path the admin API uses. Every second it prints, per
+variant, the live weight, requests and errors in that second, and latency quantiles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+import aiohttp
+
+from proxy.config import parse_settings
+from proxy.observe import VariantSnapshot, delta, quantiles_ms
+from proxy.sample_server import SampleModel, SampleServer
+from proxy.server import Started, started
+
+CANARY_STEPS = (5, 10, 25, 50)
+STEP_EVERY_S = 5.0
+
+
+def demo_settings(v1: str, v2: str, state_dir: Path) -> dict[str, object]:
+    return {
+        "version": 1,
+        "listen": "127.0.0.1:0",
+        "admin": {"listen": "127.0.0.1:0"},
+        "state": f"sqlite:///{state_dir / 'demo-state.db'}",
+        "backends": {"sentiment-v1": {"endpoints": [v1]}, "sentiment-v2": {"endpoints": [v2]}},
+        "routes": [{
+            "name": "sentiment",
+            "match": {"path_prefix": "/v1/models/sentiment"},
+            "variants": {"stable": "sentiment-v1", "canary": "sentiment-v2"},
+            "split": {"strategy": "hash", "hash_on": "header:x-user-id",
+                      "weights": {"stable": 100, "canary": 0}, "allow_pin": True},
+        }],
+    }
+
+
+async def _traffic(url: str, rate: float) -> None:
+    """Open-loop load: ``rate`` requests/s, each from one of 10,000 users."""
+    users = itertools.cycle(range(10_000))
+    interval = 1.0 / rate
+    async with aiohttp.ClientSession() as session:
+        pending: set[asyncio.Task[None]] = set()
+
+        async def one(user: int) -> None:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.post(url, json={"instances": ["great movie"]},
+                                        headers={"x-user-id": f"user-{user}"}) as r:
+                    await r.read()
+
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        try:
+            while True:
+                task = asyncio.ensure_future(one(next(users)))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                next_at += interval
+                await asyncio.sleep(max(0.0, next_at - loop.time()))
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _canary(s: Started, out: TextIO) -> None:
+    for step in CANARY_STEPS:
+        await asyncio.sleep(STEP_EVERY_S)
+        await s.state.set_weights("sentiment", {"stable": 100 - step, "canary": step}, "demo")
+        print(f"-- canary weight -> {step}%", file=out, flush=True)
+
+
+def _report(s: Started, last: dict[str, VariantSnapshot], out: TextIO) -> None:
+    rt = s.state.current.routes["sentiment"]
+    now = rt.stats.snapshots()
+    parts = []
+    for variant in ("stable", "canary"):
+        if variant not in now:
+            continue
+        d = delta(now[variant], last[variant]) if variant in last else now[variant]
+        q = quantiles_ms(d.latency, (50, 99))
+        parts.append(f"{variant:>6} w={rt.weights[variant]:>5.1f}% req/s={d.requests:>4} "
+                     f"err={d.errors:>2} p50={q['p50']:>5.1f}ms p99={q['p99']:>5.1f}ms")
+    last.clear()
+    last.update(now)
+    print(" | ".join(parts), file=out, flush=True)
+
+
+async def run_demo(duration_s: float | None = None, rate: float = 200.0,
+                   out: TextIO = sys.stdout,
+                   on_ready: Callable[[Started], None] | None = None) -> int:
+    v1 = SampleServer(SampleModel("sentiment-v1", latency_ms=20, jitter_ms=5,
+                                  error_rate=0.002, seed=1))
+    v2 = SampleServer(SampleModel("sentiment-v2", latency_ms=15, jitter_ms=5,
+                                  error_rate=0.002, seed=2))
+    await v1.start()
+    await v2.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="splitway-demo-") as tmp:
+            settings = parse_settings(demo_settings(v1.url, v2.url, Path(tmp)))
+            async with started(settings, config_path=None, env={}) as s:
+                url = s.data_urls[0] + "/v1/models/sentiment:predict"
+                print(f"splitway demo: proxy {s.data_urls[0]}  admin {s.admin_url}\n"
+                      f"  try: curl -s -XPOST {url} -H 'x-user-id: me' -d '{{}}' -i\n"
+                      f"       curl -s {s.admin_url}/metrics | grep splitway_requests\n"
+                      f"  Ctrl-C stops everything.", file=out, flush=True)
+                if on_ready is not None:
+                    on_ready(s)
+                await _run(s, url, rate, duration_s, out)
+    finally:
+        await v1.stop()
+        await v2.stop()
+    return 0
+
+
+async def _run(s: Started, url: str, rate: float, duration_s: float | None,
+               out: TextIO) -> None:
+    async with asyncio.TaskGroup() as tg:
+        tasks = [tg.create_task(_traffic(url, rate)), tg.create_task(_canary(s, out))]
+        last: dict[str, VariantSnapshot] = {}
+        loop = asyncio.get_running_loop()
+        deadline = None if duration_s is None else loop.time() + duration_s
+        try:
+            while deadline is None or loop.time() < deadline:
+                await asyncio.sleep(1.0)
+                _report(s, last, out)
+        finally:
+            for task in tasks:
+                task.cancel()
