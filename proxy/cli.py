@@ -71,7 +71,15 @@ def load_config(args: argparse.Namespace) -> Settings:
 
 # -- check / run ----------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
-    load_config(args)
+    from control.auth import load_tokens
+
+    settings = load_config(args)
+    tokens = settings.admin.tokens_file
+    if tokens is not None and tokens.exists():
+        try:
+            load_tokens(tokens)
+        except ConfigError as exc:
+            raise UsageError("\n".join(f"{tokens}: {p}" for p in exc.problems)) from None
     print(f"{args.config}: ok")
     return 0
 
@@ -151,19 +159,19 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
     path: Path | None = args.tokens_file
     if path is None and args.config is not None:
-        settings = load_config(args)
-        if settings.admin.tokens_file is not None:
-            path = settings.admin.tokens_file
-            if not path.is_absolute():
-                path = args.config.parent / path
+        path = load_config(args).admin.tokens_file  # made absolute by the loader
     if path is None:
         raise UsageError("splitway token create: give --tokens-file FILE or -c CONFIG "
                          "with admin.tokens_file")
     try:
-        roles = [Role(r) for r in args.role]
+        token = create_token(path, args.user, [Role(r) for r in args.role])
     except ValueError as exc:
         raise UsageError(f"splitway token create: {exc}") from None
-    token = create_token(path, args.user, roles)
+    except ConfigError as exc:
+        raise UsageError("\n".join(f"{path}: {p}" for p in exc.problems)) from None
+    except OSError as exc:
+        print(f"splitway token create: {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     print(token)
     print(f"(shown once; its SHA-256 was added to {path})", file=sys.stderr)
     return 0
@@ -216,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokens-file", type=Path, default=None)
     p.add_argument("--user", required=True)
     p.add_argument("--role", action="append", required=True,
-                   help="viewer, operator, approver or admin (repeatable)")
+                   choices=["viewer", "operator", "approver", "admin"],
+                   help="repeatable")
     p.set_defaults(func=cmd_token_create)
     return parser
 

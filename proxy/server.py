@@ -47,13 +47,9 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return ctx
 
 
-def _tokens(settings: Settings, config_path: Path | None) -> TokenTable | None:
-    path = settings.admin.tokens_file
-    if path is None:
-        return None
-    if not path.is_absolute() and config_path is not None:
-        path = config_path.parent / path
-    return load_tokens(path)
+def _tokens(settings: Settings) -> TokenTable | None:
+    path = settings.admin.tokens_file  # absolute: the loader resolves it
+    return None if path is None else load_tokens(path)
 
 
 def _url(addr: object, scheme: str) -> str:
@@ -80,7 +76,7 @@ async def started(
     reuse_port: bool = False,
 ) -> AsyncIterator[Started]:
     """Start listening; on exit stop accepting, drain within the grace period, close."""
-    tokens = _tokens(settings, config_path)
+    tokens = _tokens(settings)
     tls = _ssl_context(settings)
     state = ProxyState(settings, config_path=config_path, env=env)
     data_runner = web.AppRunner(
