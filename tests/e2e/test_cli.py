@@ -87,7 +87,7 @@ async def test_demo_runs_a_live_canary_and_stops_on_ctrl_c() -> None:
             assert line, "demo exited early"
             lines.append(line)
     proc.send_signal(signal.SIGINT)
-    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 0, err.decode()
     report = [line for line in lines if "stable w=" in line]
     assert report and "p99=" in report[-1] and "req/s=" in report[-1]

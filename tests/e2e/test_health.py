@@ -56,3 +56,27 @@ async def test_refused_connection_is_retried_on_another_endpoint(
             text = await r.text()
         # Retried attempts are visible to operators, never to clients.
         assert 'splitway_upstream_errors_total{reason="connect",route="m",variant="a"}' in text
+
+
+async def test_active_health_check_takes_endpoint_out_and_back(
+    tmp_path: Path, sample_servers: StartServer, http: aiohttp.ClientSession
+) -> None:
+    a = await sample_servers("a")
+    b = await sample_servers("b")
+    cfg = backend_route([a.url, b.url])
+    cfg["backends"]["b"]["health_check"] = {"path": "/v2/health/ready", "interval_s": 0.1,
+                                            "unhealthy_threshold": 1, "healthy_threshold": 1}
+    async with running_proxy(tmp_path, cfg) as p:
+        b.ready = False
+        await asyncio.sleep(0.5)
+        a_before, b_before = len(a.seen), len(b.seen)
+        for _ in range(20):
+            async with http.get(p.data_url + "/p") as r:
+                assert r.status == 200
+        assert len(b.seen) == b_before and len(a.seen) == a_before + 20
+        b.ready = True
+        await asyncio.sleep(0.5)
+        for _ in range(20):
+            async with http.get(p.data_url + "/p") as r:
+                await r.read()
+        assert len(b.seen) > b_before

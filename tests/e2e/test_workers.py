@@ -1,0 +1,58 @@
+"""``--workers N``: processes sharing one port; weights set on one reach the others."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import StartServer
+from tests.e2e.test_forwarding import dead_port
+from tests.harness import ProxyProcess, proxy_config, write_config
+
+
+async def test_two_workers_share_a_port_and_weights(
+    tmp_path: Path, sample_servers: StartServer, http: aiohttp.ClientSession
+) -> None:
+    v1, v2 = await sample_servers("v1"), await sample_servers("v2")
+    port, admin = dead_port(), dead_port()
+    cfg = proxy_config({"v1": [v1.url], "v2": [v2.url]}, [
+        {"name": "r", "match": {"path_prefix": "/"}, "variants": {"stable": "v1", "canary": "v2"},
+         "split": {"weights": {"stable": 100, "canary": 0}}}],
+        listen=f"127.0.0.1:{port}")
+    cfg["admin"] = {"listen": f"127.0.0.1:{admin}"}
+    p = await ProxyProcess.start(write_config(tmp_path, cfg), "--workers", "2")
+    try:
+        data = f"http://127.0.0.1:{port}"
+        variants: Counter[str] = Counter()
+        for admin_port in (admin, admin + 1):  # each worker's own admin API
+            async with asyncio.timeout(20):
+                while True:
+                    try:
+                        async with http.get(f"http://127.0.0.1:{admin_port}/healthz") as r:
+                            if r.status == 200:
+                                break
+                    except aiohttp.ClientError:
+                        await asyncio.sleep(0.1)
+        # The state store carries weights between workers (no tokens: write via store).
+        from control.store import open_store
+
+        async with open_store(cfg["state"]) as store:
+            await store.set_route_weights("r", {"stable": 0, "canary": 100}, "test")
+        await asyncio.sleep(1.5)  # the sync interval is 1 s
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+            for _ in range(40):  # new connections land on both workers
+                async with s.get(data + "/p") as r:
+                    assert r.status == 200
+                    variants[r.headers["x-splitway-variant"]] += 1
+        assert variants == {"canary": 40}
+        for admin_port in (admin, admin + 1):
+            async with http.get(f"http://127.0.0.1:{admin_port}/api/v1/routes") as r:
+                assert (await r.json())["routes"][0]["weights"]["canary"] == 100
+        p.signal(signal.SIGTERM)
+        assert await asyncio.wait_for(p.proc.wait(), 15) == 0
+    finally:
+        await p.kill()
