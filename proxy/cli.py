@@ -9,58 +9,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import importlib
 import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
-from proxy.admin_client import AdminClient, ClientFailure
+from proxy.admin_client import ClientFailure
+from proxy.cliutil import (
+    Parser,
+    UsageError,
+    add_client_options,
+    add_config,
+    client,
+    parse_pairs,
+    print_json,
+    print_table,
+)
 from proxy.config import Settings, load_settings_file
 from proxy.errors import ConfigError
 
+#: Modules adding subcommands with ``register(sub)``, after the data plane's own.
+COMMAND_MODULES: tuple[str, ...] = ()
+
 Command = Callable[[argparse.Namespace], int]
-
-
-class UsageError(Exception):
-    """Bad arguments found after parsing; exit 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # argparse exits 2 already; keep it short
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _add_config(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", type=Path, default=os.environ.get("SPLITWAY_CONFIG"),
-                   help="config file (default $SPLITWAY_CONFIG)")
-
-
-def add_client_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--admin-url", default=os.environ.get("SPLITWAY_ADMIN_URL",
-                                                         "http://127.0.0.1:9901"),
-                   help="admin API base URL (default $SPLITWAY_ADMIN_URL)")
-    p.add_argument("--token", default=os.environ.get("SPLITWAY_TOKEN"),
-                   help="bearer token (default $SPLITWAY_TOKEN)")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-
-
-def client(args: argparse.Namespace) -> AdminClient:
-    return AdminClient(args.admin_url, args.token)
-
-
-def print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2, sort_keys=True))
-
-
-def print_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
-    cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    for row in cells:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 def load_config(args: argparse.Namespace) -> Settings:
@@ -129,19 +103,6 @@ def cmd_routes(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_pairs(pairs: Sequence[str]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        try:
-            if not sep or not name:
-                raise ValueError
-            out[name] = float(value)
-        except ValueError:
-            raise UsageError(f"{pair!r} is not VARIANT=NUMBER") from None
-    return out
-
-
 def cmd_weights(args: argparse.Namespace) -> int:
     weights = parse_pairs(args.pairs)
     data = client(args).call("PUT", f"/api/v1/routes/{args.route}/weights",
@@ -188,15 +149,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="splitway", description="traffic splitting for ML model versions")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="splitway", description="traffic splitting for ML model versions")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("check", help="validate a config file")
-    _add_config(p)
+    add_config(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("run", help="serve the data plane and the admin API")
-    _add_config(p)
+    add_config(p)
     p.add_argument("--workers", type=int, default=1, help="processes sharing the data port")
     p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default=os.environ.get("SPLITWAY_LOG_LEVEL", "INFO"))
@@ -218,15 +179,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_weights)
 
     token = sub.add_parser("token", help="admin API tokens").add_subparsers(
-        dest="token_command", required=True, parser_class=_Parser)
+        dest="token_command", required=True, parser_class=Parser)
     p = token.add_parser("create", help="make a token; print it once, store its hash")
-    _add_config(p)
+    add_config(p)
     p.add_argument("--tokens-file", type=Path, default=None)
     p.add_argument("--user", required=True)
     p.add_argument("--role", action="append", required=True,
                    choices=["viewer", "operator", "approver", "admin"],
                    help="repeatable")
     p.set_defaults(func=cmd_token_create)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 

@@ -9,6 +9,8 @@ chain position (1, 2, 3...).
 from control.audit.chain import (
     GENESIS_HASH,
     AuditEvent,
+    ChainHead,
+    ChainLink,
     EventType,
     ExportFormat,
     Severity,
@@ -28,6 +30,8 @@ __all__ = [
     "AuditEvent",
     "AuditFilters",
     "AuditLog",
+    "ChainHead",
+    "ChainLink",
     "EventType",
     "ExportFormat",
     "Severity",

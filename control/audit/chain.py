@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 from proxy.errors import InvalidInputError
 
@@ -105,6 +105,21 @@ def compute_hash(event_fields: Mapping[str, Any], key: bytes | None = None) -> s
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
+class ChainLink(Protocol):
+    """What the next event links to: an :class:`AuditEvent` or a :class:`ChainHead`."""
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def hash(self) -> str: ...
+
+
+class ChainHead(NamedTuple):
+    seq: int
+    hash: str
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
     seq: int
@@ -161,7 +176,7 @@ class VerifyResult:
 
 
 def chain_event(
-    prev: AuditEvent | None,
+    prev: ChainLink | None,
     *,
     ts: datetime,
     type: EventType | str,

@@ -6,8 +6,12 @@ head is read, or two writers would both link to the same ``prev_hash``: a SQLite
 transaction is ``BEGIN IMMEDIATE`` and so already exclusive, and on PostgreSQL
 ``tx.lock(AUDIT_LOCK_KEY)`` takes ``pg_advisory_xact_lock``, held until commit or
 rollback (a row lock cannot serve: the head row changes under every append, and an
-empty table has no row to lock). ``verify``, ``query`` and ``export`` only read, in
-read-only transactions, a batch at a time, so they never hold a lock for long.
+empty table has no row to lock). Under READ COMMITTED the head is read after the lock
+is granted, so it is the newest; should a caller ever run an older snapshot, the
+``seq`` primary key turns the stale head into a failed insert, never a forked chain.
+
+``verify``, ``query`` and ``export`` only read, in read-only transactions, a batch at a
+time, so they never hold a lock for long.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import yaml
 from control.audit.chain import (
     GENESIS_HASH,
     AuditEvent,
+    ChainHead,
     EventType,
     ExportFormat,
     Severity,
@@ -120,8 +125,8 @@ class AuditLog:
     ) -> AuditEvent:
         """Append one event inside ``tx``; it commits or rolls back with ``tx``."""
         await tx.lock(AUDIT_LOCK_KEY)  # before reading the head, so no one else appends
-        row = await tx.fetchone(f"SELECT {COLUMNS} FROM audit_events ORDER BY seq DESC LIMIT 1")
-        prev = _to_events([row])[0] if row else None
+        row = await tx.fetchone("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        prev = ChainHead(int(row["seq"]), str(row["hash"])) if row else None
         ev = chain_event(
             prev, ts=self._clock(), type=type, actor=actor, resource=resource,
             details=details, severity=severity, key=self._key,

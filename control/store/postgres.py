@@ -71,7 +71,7 @@ class PostgresTransaction(Transaction):
         try:
             async with self._conn.cursor() as cur:
                 await cur.execute(to_pyformat(query), tuple(params))
-                if cur.description is None:
+                if cur.description is None or n == 0:
                     return cur.rowcount, []
                 rows = await (cur.fetchall() if n is None else cur.fetchmany(n))
                 return cur.rowcount, rows

@@ -150,7 +150,13 @@ class SqliteStore(Store):
             if self._conn is None:
                 raise StoreError("store is not open")
             conn = self._conn
-            await self.call(_begin, conn, readonly)
+            try:
+                await self.call(_begin, conn, readonly)
+            except asyncio.CancelledError:
+                # the BEGIN still runs on the worker: queue its undo, or the write lock
+                # would be held until this connection's next transaction
+                await self.call(_end, conn, readonly, False)
+                raise
             tx = SqliteTransaction(self, conn, readonly=readonly)
             try:
                 yield tx
@@ -179,7 +185,7 @@ def _fetch(conn: sqlite3.Connection, sql: str, params: Params, n: int | None) ->
 
 
 def _begin(conn: sqlite3.Connection, readonly: bool) -> None:
-    if conn.in_transaction:  # left open by a task cancelled while its BEGIN was queued
+    if conn.in_transaction:  # defensive: never nest into a transaction left open
         conn.execute("ROLLBACK")
     conn.execute(f"PRAGMA query_only = {int(readonly)}")
     try:

@@ -335,6 +335,7 @@ async def test_tampering_by_sql_is_detected(target: Target, how: str) -> None:
         tamper(target)
         result = await store.audit.verify(batch_size=3)
         assert (result.ok, result.first_bad_event) == (False, first_bad), result
+        await store.audit.record("security.violation", "ops", "audit")  # appends go on
 
 
 # -- many processes ---------------------------------------------------------------------

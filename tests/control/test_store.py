@@ -162,6 +162,23 @@ async def test_concurrent_writers_in_one_process(store: Store) -> None:
     assert len(await store.get_route_weights()) == 5
 
 
+async def test_cancelled_writers_leave_the_store_usable(target: Target, store: Store) -> None:
+    for i in range(30):
+        task = asyncio.create_task(store.set_route_weights("r", {"a": i + 1}, "alice"))
+        for _ in range(i % 6):
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.sleep(0.005)
+        # no write lock lingers: another process can write at once
+        target.raw("INSERT INTO kv VALUES ('intruder', ?, '1', 't')", (str(i),))
+    await store.set_route_weights("r", {"a": 99}, "alice")
+    assert await store.get_route_weights() == {"r": {"a": 99.0}}
+    events = await store.audit.query(limit=1000)
+    assert events[-1].details == {"weights": {"a": 99.0}}
+    assert (await store.audit.verify()).ok
+
+
 async def test_sqlite_waits_for_a_lock_without_blocking_the_loop(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     async with open_store(f"sqlite:///{path}") as store:

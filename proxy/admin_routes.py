@@ -1,0 +1,115 @@
+"""Admin API operations of the data plane: health, readiness, metrics, routes, weights,
+reload (contract §7)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from control.api import ApiRoute, actor_of, parse_body, read_json
+from control.auth import Role
+from proxy.app import STATE
+from proxy.errors import ConfigError, InvalidInputError, NotFoundError
+from proxy.metrics import render
+from proxy.runtime import RouteRuntime
+
+
+class WeightsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    weights: dict[str, float] = Field(min_length=1)
+
+
+def route_doc(rr: RouteRuntime) -> dict[str, Any]:
+    cfg = rr.config
+    return {
+        "name": cfg.name,
+        "match": cfg.match.model_dump(exclude_none=True, mode="json"),
+        "variants": dict(cfg.variants),
+        "split": {"strategy": cfg.split.strategy, "hash_on": cfg.split.hash_on,
+                  "allow_pin": cfg.split.allow_pin},
+        "weights": rr.weights,
+        "weights_source": rr.weights_source,
+        "in_flight": rr.stats.in_flight,
+        "rollout": None,
+        "shadow": None,
+        "experiment": None,
+    }
+
+
+def _route(request: web.Request) -> RouteRuntime:
+    name = request.match_info["route"]
+    rr = request.app[STATE].current.routes.get(name)
+    if rr is None:
+        raise NotFoundError(f"no route named {name!r}")
+    return rr
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    problems: list[str] = []
+    if state.store is None or not await state.store.ping():
+        problems.append("state store unreachable")
+    for name, pool in state.current.pools.items():
+        if not any(ep.healthy for ep in pool.endpoints):
+            problems.append(f"backend {name}: no healthy endpoint")
+    return web.json_response({"ready": not problems, "problems": problems},
+                             status=200 if not problems else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    from proxy.admin import METRICS
+
+    payload, content_type = render(request.app[METRICS])
+    return web.Response(body=payload, headers={"Content-Type": content_type})
+
+
+async def list_routes(request: web.Request) -> web.Response:
+    rt = request.app[STATE].current
+    return web.json_response({"routes": [route_doc(rr) for rr in rt.routes.values()]})
+
+
+async def get_route(request: web.Request) -> web.Response:
+    return web.json_response(route_doc(_route(request)))
+
+
+async def put_weights(request: web.Request) -> web.Response:
+    rr = _route(request)
+    body = parse_body(WeightsBody, await read_json(request))
+    await request.app[STATE].set_weights(rr.config.name, body.weights, actor_of(request))
+    return web.json_response(route_doc(_route(request)))
+
+
+async def post_reload(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    try:
+        settings = await state.reload(actor=actor_of(request))
+    except ConfigError as exc:
+        raise InvalidInputError(
+            "config refused; the old one keeps serving: " + "; ".join(map(str, exc.problems)),
+            field="config") from exc
+    return web.json_response({"reloaded": True, "routes": [r.name for r in settings.routes]})
+
+
+ROUTES: tuple[ApiRoute, ...] = (
+    ApiRoute("GET", "/healthz", healthz, "Liveness", tag="health"),
+    ApiRoute("GET", "/readyz", readyz, "Readiness: state store and backends reachable",
+             tag="health"),
+    ApiRoute("GET", "/metrics", metrics, "Prometheus metrics", tag="health",
+             content_type="text/plain"),
+    ApiRoute("GET", "/api/v1/routes", list_routes,
+             "Routes with live weights, rollout, shadow and experiment summaries",
+             role=Role.VIEWER),
+    ApiRoute("GET", "/api/v1/routes/{route}", get_route, "One route", role=Role.VIEWER),
+    ApiRoute("PUT", "/api/v1/routes/{route}/weights", put_weights,
+             "Set a route's weights (persisted, audited as weights.changed)",
+             role=Role.OPERATOR, body=WeightsBody),
+    ApiRoute("POST", "/api/v1/reload", post_reload,
+             "Reload the config file; an invalid file is refused and the old one kept",
+             role=Role.OPERATOR),
+)
