@@ -36,7 +36,13 @@ from proxy.metrics import build_registry
 log = logging.getLogger("splitway.admin")
 
 #: Modules whose ``ROUTES`` make up the admin API, in registration order.
-ROUTE_MODULES: tuple[str, ...] = ("proxy.admin_routes",)
+ROUTE_MODULES: tuple[str, ...] = (
+    "proxy.admin_routes",
+    "control.api.registry",
+    "control.api.promotions",
+    "control.api.audit",
+    "control.api.openapi",
+)
 
 TOKENS = web.AppKey("tokens", TokenTable)
 METRICS = web.AppKey("metrics", CollectorRegistry)

@@ -32,7 +32,7 @@ from proxy.config import Settings, load_settings_file
 from proxy.errors import ConfigError
 
 #: Modules adding subcommands with ``register(sub)``, after the data plane's own.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("control.cli_models", "control.cli_audit")
 
 Command = Callable[[argparse.Namespace], int]
 
