@@ -33,9 +33,17 @@ def route_doc(rr: RouteRuntime) -> dict[str, Any]:
         "weights_source": rr.weights_source,
         "in_flight": rr.stats.in_flight,
         "rollout": None,
-        "shadow": None,
+        "shadow": _shadow_summary(rr),
         "experiment": None,
     }
+
+
+def _shadow_summary(rr: RouteRuntime) -> dict[str, Any] | None:
+    if rr.shadow is None:
+        return None
+    book = rr.shadow.book
+    return {"backend": book.backend, "percent": rr.shadow.config.percent, "sent": book.sent,
+            "compared": book.compared, "mismatched": book.compared - book.matched}
 
 
 def _route(request: web.Request) -> RouteRuntime:
@@ -78,6 +86,13 @@ async def get_route(request: web.Request) -> web.Response:
     return web.json_response(route_doc(_route(request)))
 
 
+async def shadow_report(request: web.Request) -> web.Response:
+    rr = _route(request)
+    if rr.shadow is None:
+        raise NotFoundError(f"route {rr.config.name!r} has no shadow")
+    return web.json_response(rr.shadow.book.report(rr.config.name))
+
+
 async def put_weights(request: web.Request) -> web.Response:
     rr = _route(request)
     body = parse_body(WeightsBody, await read_json(request))
@@ -109,6 +124,9 @@ ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("PUT", "/api/v1/routes/{route}/weights", put_weights,
              "Set a route's weights (persisted, audited as weights.changed)",
              role=Role.OPERATOR, body=WeightsBody),
+    ApiRoute("GET", "/api/v1/routes/{route}/shadow", shadow_report,
+             "Shadow report: counts, agreement with a Wilson interval, paired latency",
+             role=Role.VIEWER),
     ApiRoute("POST", "/api/v1/reload", post_reload,
              "Reload the config file; an invalid file is refused and the old one kept",
              role=Role.OPERATOR),

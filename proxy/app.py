@@ -27,6 +27,7 @@ from control.store import Store, open_store
 from proxy.config import Settings, load_settings_file
 from proxy.errors import ConfigError, InvalidInputError, NotFoundError
 from proxy.handler import ProxyHandler
+from proxy.mirror import Mirror, ShadowBook
 from proxy.observe import Observatory
 from proxy.runtime import Runtime, build_runtime, retired_pools
 
@@ -43,6 +44,8 @@ class ProxyState:
     config_path: Path | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     observatory: Observatory = field(default_factory=Observatory)
+    mirror: Mirror = field(default_factory=Mirror)
+    shadow_books: dict[str, ShadowBook] = field(default_factory=dict)
     store: Store | None = None
     audit: AuditLog | None = None
     _runtime: Runtime | None = None
@@ -74,8 +77,10 @@ class ProxyState:
 
     async def start_runtime(self) -> None:
         overrides = await self.store.get_route_weights() if self.store else {}
-        self._runtime = build_runtime(self.settings, self.observatory, None, overrides)
+        self._runtime = build_runtime(self.settings, self.observatory, None, overrides,
+                                      self.shadow_books)
         self._start_health_checks(self._runtime, None)
+        await self._audit_shadows(None, self._runtime, "startup")
 
     async def reload(self, actor: str = "signal") -> Settings:
         """Load the config file again and swap the runtime; the old one keeps serving the
@@ -87,7 +92,7 @@ class ProxyState:
             settings = await asyncio.to_thread(load_settings_file, self.config_path, self.env)
             overrides = await self.store.get_route_weights() if self.store else {}
             old = self.current
-            new = build_runtime(settings, self.observatory, old, overrides)
+            new = build_runtime(settings, self.observatory, old, overrides, self.shadow_books)
             self.settings, self._runtime = settings, new
             self._start_health_checks(new, old)
             self.own(self._retire(old, new), "retire-runtime")
@@ -96,8 +101,25 @@ class ProxyState:
                     await self.audit.append(tx, "config.reloaded", actor, "config",
                                             {"path": str(self.config_path),
                                              "routes": [r.name for r in settings.routes]})
+            await self._audit_shadows(old, new, actor)
             log.info("config reloaded from %s", self.config_path)
             return settings
+
+    async def _audit_shadows(self, old: Runtime | None, new: Runtime, actor: str) -> None:
+        """``shadow.started`` / ``shadow.stopped`` for every shadow the change adds or ends."""
+        if self.store is None or self.audit is None:
+            return
+        before = {(n, r.shadow.pool.name) for n, r in (old.routes if old else {}).items()
+                  if r.shadow is not None}
+        after = {(n, r.shadow.pool.name) for n, r in new.routes.items() if r.shadow is not None}
+        changes = [("shadow.stopped", x) for x in sorted(before - after)] + [
+            ("shadow.started", x) for x in sorted(after - before)]
+        if not changes:
+            return
+        async with self.store.transaction() as tx:
+            for kind, (route, backend) in changes:
+                await self.audit.append(tx, kind, actor, f"route/{route}",
+                                        {"route": route, "backend": backend})
 
     async def _retire(self, old: Runtime, new: Runtime) -> None:
         await old.wait_idle(self.settings.grace_period_s)
@@ -157,6 +179,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await state.cancel_tasks()
+        await state.mirror.close()
         if state._runtime is not None:
             for pool in state._runtime.pools.values():
                 await pool.close()

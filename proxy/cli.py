@@ -115,6 +115,29 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
 
 # -- token ----------------------------------------------------------------------------------
+def cmd_shadow_report(args: argparse.Namespace) -> int:
+    r = client(args).call("GET", f"/api/v1/routes/{args.route}/shadow")
+    if args.json:
+        print_json(r)
+        return 0
+    lo, hi = r["mismatch_rate_ci95"]
+    lat, paired = r["latency_ms"], r["paired_latency_ms"]
+    print(f"route {r['route']} -> shadow {r['backend']}")
+    print(f"  sent {r['sent']}  dropped {r['dropped']}  skipped {r['skipped']}  "
+          f"errors {r['errors']}")
+    print(f"  compared {r['compared']}  matched {r['matched']}  mismatched {r['mismatched']}  "
+          f"mismatch rate {r['mismatch_rate']:.2%} (95% CI {lo:.2%}..{hi:.2%})")
+    for side in ("primary", "shadow"):
+        q = lat[side]
+        print(f"  {side:>7} p50 {q['p50']:.1f} ms  p95 {q['p95']:.1f} ms  p99 {q['p99']:.1f} ms")
+    print(f"  paired: shadow - primary median {paired['median_diff']:+.1f} ms over "
+          f"{paired['n']} requests, shadow slower in {paired['shadow_slower_fraction']:.0%} "
+          f"(Wilcoxon p={paired['wilcoxon_p_value']:.3g})")
+    for m in r["recent_mismatches"][:5]:
+        print(f"  mismatch {m['request_id']}: {m['detail']}")
+    return 0
+
+
 def cmd_token_create(args: argparse.Namespace) -> int:
     from control.auth import Role, create_token
 
@@ -177,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("route")
     p.add_argument("pairs", nargs="+", metavar="VARIANT=WEIGHT")
     p.set_defaults(func=cmd_weights)
+
+    shadow = sub.add_parser("shadow", help="shadow traffic").add_subparsers(
+        dest="shadow_command", required=True, parser_class=Parser)
+    p = shadow.add_parser("report", help="how the shadow version compares")
+    add_client_options(p)
+    p.add_argument("route")
+    p.set_defaults(func=cmd_shadow_report)
 
     token = sub.add_parser("token", help="admin API tokens").add_subparsers(
         dest="token_command", required=True, parser_class=Parser)

@@ -1,11 +1,13 @@
-"""``splitway demo``: two sample model servers, the proxy, traffic and a live canary.
+"""``splitway demo``: sample model servers, the proxy, traffic, a live canary, a shadow.
 
 Everything runs in this one process and stops on Ctrl-C (or after ``--duration``): the
 sample servers, the real proxy (the same :func:`proxy.server.started` that
 ``splitway run`` uses, with a state store in a temporary directory), a load generator
 sending sticky-keyed requests, and a canary walk that moves the new version's weight
 5 → 10 → 25 → 50 through the same path the admin API uses. Every second it prints, per
-variant, the live weight, requests and errors in that second, and latency quantiles.
+variant, the live weight, requests and errors in that second, and latency quantiles, and
+how often a shadow version (``sentiment-v3``, receiving a mirrored copy of every request)
+agrees with the live answers.
 """
 
 from __future__ import annotations
@@ -30,19 +32,22 @@ CANARY_STEPS = (5, 10, 25, 50)
 STEP_EVERY_S = 5.0
 
 
-def demo_settings(v1: str, v2: str, state_dir: Path) -> dict[str, object]:
+def demo_settings(v1: str, v2: str, v3: str, state_dir: Path) -> dict[str, object]:
     return {
         "version": 1,
         "listen": "127.0.0.1:0",
         "admin": {"listen": "127.0.0.1:0"},
         "state": f"sqlite:///{state_dir / 'demo-state.db'}",
-        "backends": {"sentiment-v1": {"endpoints": [v1]}, "sentiment-v2": {"endpoints": [v2]}},
+        "backends": {"sentiment-v1": {"endpoints": [v1]}, "sentiment-v2": {"endpoints": [v2]},
+                     "sentiment-v3": {"endpoints": [v3]}},
         "routes": [{
             "name": "sentiment",
             "match": {"path_prefix": "/v1/models/sentiment"},
             "variants": {"stable": "sentiment-v1", "canary": "sentiment-v2"},
             "split": {"strategy": "hash", "hash_on": "header:x-user-id",
                       "weights": {"stable": 100, "canary": 0}, "allow_pin": True},
+            "shadow": {"backend": "sentiment-v3", "percent": 100,
+                       "compare": {"json_path": "predictions", "rel_tol": 1e-3}},
         }],
     }
 
@@ -96,6 +101,13 @@ def _report(s: Started, last: dict[str, VariantSnapshot], out: TextIO) -> None:
     last.clear()
     last.update(now)
     print(" | ".join(parts), file=out, flush=True)
+    if rt.shadow is not None:
+        rep = rt.shadow.book.report("sentiment")
+        lo, hi = rep["mismatch_rate_ci95"]
+        agree = 1 - rep["mismatch_rate"]
+        print(f"        shadow {rep['backend']}: compared {rep['compared']}, agreement "
+              f"{agree:.1%} (95% CI {1 - hi:.1%}..{1 - lo:.1%}), dropped {rep['dropped']}, "
+              f"p50 {rep['latency_ms']['shadow']['p50']:.1f}ms", file=out, flush=True)
 
 
 async def run_demo(duration_s: float | None = None, rate: float = 200.0,
@@ -105,11 +117,14 @@ async def run_demo(duration_s: float | None = None, rate: float = 200.0,
                                   error_rate=0.002, seed=1))
     v2 = SampleServer(SampleModel("sentiment-v2", latency_ms=15, jitter_ms=5,
                                   error_rate=0.002, seed=2))
-    await v1.start()
-    await v2.start()
+    # The shadow candidate disagrees with the live model on about 5% of requests.
+    v3 = SampleServer(SampleModel("sentiment-v3", latency_ms=25, jitter_ms=5,
+                                  differ_rate=0.05, differ_by=0.02, seed=3))
+    for server in (v1, v2, v3):
+        await server.start()
     try:
         with tempfile.TemporaryDirectory(prefix="splitway-demo-") as tmp:
-            settings = parse_settings(demo_settings(v1.url, v2.url, Path(tmp)))
+            settings = parse_settings(demo_settings(v1.url, v2.url, v3.url, Path(tmp)))
             async with started(settings, config_path=None, env={}) as s:
                 url = s.data_urls[0] + "/v1/models/sentiment:predict"
                 print(f"splitway demo: proxy {s.data_urls[0]}  admin {s.admin_url}\n"
@@ -120,8 +135,8 @@ async def run_demo(duration_s: float | None = None, rate: float = 200.0,
                     on_ready(s)
                 await _run(s, url, rate, duration_s, out)
     finally:
-        await v1.stop()
-        await v2.stop()
+        for server in (v1, v2, v3):
+            await server.stop()
     return 0
 
 

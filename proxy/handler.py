@@ -36,6 +36,7 @@ from proxy.headers import (
     downstream_response_headers,
     upstream_request_headers,
 )
+from proxy.mirror import Mirror, Ticket
 from proxy.observe import VariantStats
 from proxy.runtime import RouteRuntime, Runtime
 from proxy.upstream import BackendPool, Exchange, translate
@@ -47,6 +48,9 @@ CHUNK = 1 << 16
 class RuntimeHolder(Protocol):
     @property
     def current(self) -> Runtime: ...
+
+    @property
+    def mirror(self) -> Mirror: ...
 
 
 def error_response(
@@ -91,12 +95,13 @@ def choose_variant(rr: RouteRuntime, request: web.Request, rng: random.Random) -
 class _LimitedBody:
     """Streams the client's body upstream, stopping at the route's size limit."""
 
-    __slots__ = ("_content", "_limit", "too_large")
+    __slots__ = ("_content", "_limit", "ticket", "too_large")
 
     def __init__(self, content: aiohttp.StreamReader, limit: int) -> None:
         self._content = content
         self._limit = limit
         self.too_large = False
+        self.ticket: Ticket | None = None  # a shadow copy is taken as the body streams
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         total = 0
@@ -107,7 +112,11 @@ class _LimitedBody:
                 # Raising aborts the upstream request instead of ending it cleanly, so the
                 # backend never takes a truncated body for a whole one.
                 raise BodyTooLargeError(f"request body over {self._limit} bytes")
+            if self.ticket is not None:
+                self.ticket.body.feed(chunk)
             yield chunk
+        if self.ticket is not None:
+            self.ticket.end_request()
 
 
 class ProxyHandler:
@@ -153,6 +162,8 @@ class ProxyHandler:
         status = CLIENT_CLOSED
         ttfb: float | None = None
         aborted = False
+        ticket: Ticket | None = None
+        answered: aiohttp.ClientResponse | None = None
         rr.stats.enter()
         try:
             limit = rr.config.max_body_bytes
@@ -166,6 +177,14 @@ class ProxyHandler:
                 request.headers, client_ip=request.remote, scheme=request.scheme,
                 request_id=request_id,
             )
+            if rr.shadow is not None:
+                ticket = self._holder.mirror.begin(rr.shadow, request.method, request.raw_path,
+                                                   headers, request_id, request.content_length)
+                if ticket is not None:
+                    if body is None:
+                        ticket.end_request()
+                    else:
+                        body.ticket = ticket
             try:
                 exchange = await pool.open(request.method, request.raw_path, headers,
                                            body.__aiter__() if body else None)
@@ -179,11 +198,17 @@ class ProxyHandler:
                 return error_response(exc, request_id, route, variant)
             ttfb = self._clock() - started
             status, response, aborted = await self._relay(
-                request, exchange, route, variant, request_id, stats, body)
+                request, exchange, route, variant, request_id, stats, body, ticket)
+            if not aborted and status == exchange.response.status:
+                answered = exchange.response
             return response
         finally:
             rr.stats.leave()
-            stats.record(status, self._clock() - started, ttfb, aborted=aborted)
+            duration = self._clock() - started
+            stats.record(status, duration, ttfb, aborted=aborted)
+            if ticket is not None:
+                ticket.end_primary(answered.status if answered else None, duration,
+                                   answered.headers.get("content-type", "") if answered else "")
 
     async def _relay(
         self,
@@ -194,6 +219,7 @@ class ProxyHandler:
         request_id: str,
         stats: VariantStats,
         body: _LimitedBody | None,
+        ticket: Ticket | None,
     ) -> tuple[int, web.StreamResponse, bool]:
         """Stream the upstream response to the client; returns (status, response, aborted)
         where ``aborted`` means the response was cut after its headers were sent."""
@@ -214,6 +240,8 @@ class ProxyHandler:
             try:
                 await out.prepare(request)
                 async for chunk in upstream.content.iter_any():
+                    if ticket is not None:
+                        ticket.response.feed(chunk)
                     await out.write(chunk)
                 await out.write_eof()
             except (aiohttp.ClientError, TimeoutError) as exc:

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from proxy.config import RouteConfig, Settings, effective_weights
+from proxy.mirror import ShadowBook, ShadowRoute
 from proxy.observe import Observatory, RouteStats
 from proxy.routing import Router
 from proxy.splitter import SplitTable
@@ -36,6 +37,7 @@ class RouteRuntime:
     pools: dict[str, BackendPool]  # variant -> pool
     stats: RouteStats
     hash_source: tuple[str, str] | None  # ("header", "x-user-id"), ("client_ip", "")
+    shadow: ShadowRoute | None = None
     weights_source: str = "config"  # "config" | "api" | "rollout"
 
     @property
@@ -88,13 +90,27 @@ def _hash_source(route: RouteConfig) -> tuple[str, str] | None:
     return (kind, name.lower() if kind == "header" else name)
 
 
+def _shadow_route(route: RouteConfig, pools: dict[str, BackendPool], stats: RouteStats,
+                  books: dict[str, ShadowBook]) -> ShadowRoute | None:
+    if route.shadow is None:
+        books.pop(route.name, None)
+        return None
+    book = books.get(route.name)
+    if book is None or book.backend != route.shadow.backend:
+        book = books[route.name] = ShadowBook(route.shadow.backend)  # a new shadow: new report
+    return ShadowRoute(route.shadow, pools[route.shadow.backend], book, stats)
+
+
 def build_runtime(
     settings: Settings,
     observatory: Observatory,
     previous: Runtime | None = None,
     overrides: Mapping[str, Mapping[str, float]] | None = None,
+    shadow_books: dict[str, ShadowBook] | None = None,
 ) -> Runtime:
-    """Compile settings; reuse ``previous``'s pools whose backend settings are unchanged."""
+    """Compile settings; reuse ``previous``'s pools whose backend settings are unchanged.
+    ``shadow_books`` (route -> report) is updated in place: it outlives runtimes."""
+    books = shadow_books if shadow_books is not None else {}
     observatory.sync(settings)
     old = previous.pools if previous else {}
     pools: dict[str, BackendPool] = {}
@@ -122,6 +138,7 @@ def build_runtime(
             pools={v: pools[b] for v, b in route.variants.items()},
             stats=observatory.route(route.name),
             hash_source=_hash_source(route),
+            shadow=_shadow_route(route, pools, observatory.route(route.name), books),
             weights_source=source,
         )
     return Runtime(settings, Router.compile(settings.routes), routes, pools)

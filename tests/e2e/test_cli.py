@@ -91,4 +91,6 @@ async def test_demo_runs_a_live_canary_and_stops_on_ctrl_c() -> None:
     assert proc.returncode == 0, err.decode()
     report = [line for line in lines if "stable w=" in line]
     assert report and "p99=" in report[-1] and "req/s=" in report[-1]
+    assert any("shadow sentiment-v3: compared" in line and "agreement" in line
+               for line in lines)
     assert "Traceback" not in err.decode()
