@@ -63,3 +63,75 @@ def paired_latency(diffs_ms: Sequence[float]) -> PairedLatency:
     if len(nonzero) >= 10:
         p = float(_st.wilcoxon(nonzero, zero_method="wilcox", alternative="two-sided").pvalue)
     return PairedLatency(n, median, slower, p)
+
+
+def binomial_above(k: int, n: int, limit: float) -> float:
+    """One-sided exact binomial p-value that the true rate exceeds ``limit``.
+
+    Oracle: ``scipy.stats.binomtest(k, n, limit, alternative="greater")``."""
+    if n == 0:
+        return 1.0
+    return float(_st.binomtest(k, n, limit, alternative="greater").pvalue)
+
+
+def two_proportion_z(x_t: int, n_t: int, x_c: int, n_c: int,
+                     alternative: str = "two-sided") -> float:
+    """Pooled two-proportion z-test p-value (treatment ``t`` vs control ``c``);
+    ``alternative="larger"`` tests ``p_t > p_c``. 1.0 when the pooled rate is 0 or 1.
+
+    Oracle: ``statsmodels.stats.proportion.proportions_ztest([x_t, x_c], [n_t, n_c])``."""
+    if n_t == 0 or n_c == 0:
+        return 1.0
+    pooled = (x_t + x_c) / (n_t + n_c)
+    if pooled in (0.0, 1.0):
+        return 1.0
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n_t + 1 / n_c))
+    z = (x_t / n_t - x_c / n_c) / se
+    if alternative == "larger":
+        return float(_st.norm.sf(z))
+    return float(2 * _st.norm.sf(abs(z)))
+
+
+def mann_whitney_counts(values: Sequence[float], a: Sequence[int], b: Sequence[int],
+                        alternative: str = "two-sided") -> float:
+    """Mann–Whitney U p-value from two histograms over the same sorted ``values``.
+
+    Exact midranks over the bucket counts (ties are whole buckets), tie-corrected variance,
+    continuity correction — the asymptotic test of
+    ``scipy.stats.mannwhitneyu(x, y, method="asymptotic", use_continuity=True)`` where ``x``
+    and ``y`` repeat each value by its count. ``alternative="greater"``: ``a`` tends larger.
+    """
+    n1, n2 = sum(a), sum(b)
+    n = n1 + n2
+    if n1 == 0 or n2 == 0 or n < 2:
+        return 1.0
+    below = 0
+    rank_sum = 0.0
+    tie_term = 0.0
+    for ca, cb in zip(a, b, strict=True):
+        t = ca + cb
+        if t:
+            rank_sum += ca * (below + (t + 1) / 2)
+            tie_term += t**3 - t
+            below += t
+    u1 = rank_sum - n1 * (n1 + 1) / 2
+    u2 = n1 * n2 - u1
+    if alternative == "greater":
+        u, factor = u1, 1
+    elif alternative == "less":
+        u, factor = u2, 1
+    else:
+        u, factor = max(u1, u2), 2
+    sd = math.sqrt(n1 * n2 / 12 * ((n + 1) - tie_term / (n * (n - 1))))
+    if sd == 0:
+        return 1.0
+    z = (u - n1 * n2 / 2 - 0.5) / sd
+    return float(min(1.0, max(0.0, factor * _st.norm.sf(z))))
+
+
+def samples_for_quantile(q: float, confidence: float = 0.95) -> int:
+    """Fewest samples for a two-sided order-statistic interval of the ``q`` quantile:
+    the largest sample must exceed it with probability ≥ 1 − α/2, i.e.
+    ``n ≥ ln(α/2) / ln(q)`` (368 for the p99 at 95 %)."""
+    alpha = 1 - confidence
+    return math.ceil(math.log(alpha / 2) / math.log(q))
