@@ -135,3 +135,17 @@ def samples_for_quantile(q: float, confidence: float = 0.95) -> int:
     ``n ≥ ln(α/2) / ln(q)`` (368 for the p99 at 95 %)."""
     alpha = 1 - confidence
     return math.ceil(math.log(alpha / 2) / math.log(q))
+
+
+def diff_above_margin(x_t: int, n_t: int, x_c: int, n_c: int, margin: float) -> float:
+    """One-sided Wald p-value that ``p_t − p_c > margin`` (unpooled variance).
+
+    Oracle: ``statsmodels.stats.proportion.test_proportions_2indep(x_t, n_t, x_c, n_c,
+    value=margin, method="wald", compare="diff", alternative="larger")``."""
+    if n_t == 0 or n_c == 0:
+        return 1.0
+    pt, pc = x_t / n_t, x_c / n_c
+    var = pt * (1 - pt) / n_t + pc * (1 - pc) / n_c
+    if var == 0:
+        return 0.0 if pt - pc > margin else 1.0
+    return float(_st.norm.sf((pt - pc - margin) / math.sqrt(var)))

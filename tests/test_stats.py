@@ -7,10 +7,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats as sst
-from statsmodels.stats.proportion import proportion_confint, proportions_ztest
+from statsmodels.stats.proportion import (
+    proportion_confint,
+    proportions_ztest,
+)
+from statsmodels.stats.proportion import test_proportions_2indep as sm_two_indep
 
 from proxy.stats import (
     binomial_above,
+    diff_above_margin,
     mann_whitney_counts,
     paired_latency,
     samples_for_quantile,
@@ -108,3 +113,13 @@ def test_samples_for_quantile() -> None:
     assert samples_for_quantile(0.99) == 368
     assert samples_for_quantile(0.95) == 72
     assert samples_for_quantile(0.5) == 6
+
+
+@pytest.mark.parametrize(("xt", "nt", "xc", "nc", "margin"),
+                         [(160, 2000, 20, 20000, 0.05), (8, 1000, 100, 20000, 0.005),
+                          (30, 100, 10, 100, 0.1)])
+def test_diff_above_margin_matches_statsmodels(xt: int, nt: int, xc: int, nc: int,
+                                               margin: float) -> None:
+    want = sm_two_indep(xt, nt, xc, nc, value=margin, method="wald",
+                                   compare="diff", alternative="larger").pvalue
+    assert diff_above_margin(xt, nt, xc, nc, margin) == pytest.approx(want, rel=1e-9)
