@@ -295,6 +295,22 @@ class Analysis(Model):
     max_latency_ratio: PositiveFloat = 1.5
     latency_quantile: Annotated[Float, Field(gt=0, lt=1)] = 0.99
     failed_checks_to_rollback: Annotated[Int, Field(ge=1)] = 1
+    alpha: Annotated[Float, Field(gt=0, lt=0.5)] = 0.01
+    alpha_vs_baseline: Annotated[Float, Field(gt=0, lt=0.5)] = 0.001
+    critical_error_rate: Annotated[Float, Field(gt=0, le=1)] = 0.5
+    critical_min_requests: Annotated[Int, Field(ge=1)] = 20
+
+
+class ShadowPhase(Model):
+    """A first phase in which the candidate only sees mirrored traffic (``shadow:`` of the
+    route must point at the candidate's backend); live steps start when it passes."""
+
+    min_compared: Annotated[Int, Field(ge=1)] = 500
+    max_mismatch_rate: Annotated[Float, Field(ge=0, le=1)] = 0.01
+    max_error_rate: Annotated[Float, Field(ge=0, le=1)] = 0.01
+
+
+Step = Percent | Literal["pause"]
 
 
 class Rollout(Model):
@@ -303,16 +319,23 @@ class Rollout(Model):
     strategy: Literal["canary", "blue_green", "rolling"] = "canary"
     baseline: str
     candidate: str
-    steps: tuple[Percent, ...] = (5, 10, 25, 50, 100)
+    steps: tuple[Step, ...] = (5, 10, 25, 50, 100)
     step_interval_s: PositiveFloat = 60.0
+    progress_deadline_s: PositiveFloat = 600.0
     analysis: Analysis = Analysis()
+    require_stage: Literal["staging", "production"] | None = None
+    confirm_webhook: Url | None = None
+    shadow_phase: ShadowPhase | None = None
 
     @field_validator("steps")
     @classmethod
-    def _steps(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+    def _steps(cls, v: tuple[float | str, ...]) -> tuple[float | str, ...]:
         if not v:
             raise ValueError("give at least one step")
-        if any(b <= a for a, b in itertools.pairwise(v)):
+        numbers = [s for s in v if not isinstance(s, str)]
+        if not numbers:
+            raise ValueError("give at least one percentage step")
+        if any(b <= a for a, b in itertools.pairwise(numbers)):
             raise ValueError("steps must increase")
         return v
 

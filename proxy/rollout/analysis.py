@@ -190,3 +190,21 @@ def _combine(checks: Sequence[Check]) -> Judgement:
     if held:
         return Judgement(Verdict.HOLD, tuple(checks), reason="; ".join(c.detail for c in held))
     return Judgement(Verdict.PASS, tuple(checks))
+
+
+def judge_shadow(min_compared: int, max_mismatch_rate: float, max_error_rate: float, *,
+                 sent: int, errors: int, compared: int, mismatched: int) -> Judgement:
+    """Judge a shadow phase from the shadow report's counts: hold until ``min_compared``
+    answers were compared, then pass when the mismatch and error rates are within limits."""
+    if compared < min_compared:
+        check = Check("shadow_compared", None, f"{compared} of {min_compared} answers compared")
+        return Judgement(Verdict.HOLD, (check,), reason=check.detail)
+    mismatch = mismatched / compared
+    error = errors / sent if sent else 0.0
+    checks = (
+        Check("shadow_mismatch_rate", mismatch <= max_mismatch_rate,
+              f"{mismatched}/{compared} = {mismatch:.2%} (limit {max_mismatch_rate:.2%})"),
+        Check("shadow_error_rate", error <= max_error_rate,
+              f"{errors}/{sent} = {error:.2%} (limit {max_error_rate:.2%})"),
+    )
+    return _combine(checks)
