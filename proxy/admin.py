@@ -38,6 +38,7 @@ log = logging.getLogger("splitway.admin")
 #: Modules whose ``ROUTES`` make up the admin API, in registration order.
 ROUTE_MODULES: tuple[str, ...] = (
     "proxy.admin_routes",
+    "proxy.rollout.api",
     "control.api.registry",
     "control.api.promotions",
     "control.api.audit",
@@ -119,8 +120,11 @@ def create_admin_app(state: ProxyState, tokens: TokenTable | None,
     app[STATE] = state
     if tokens is not None:
         app[TOKENS] = tokens
-    app[METRICS] = build_registry(state.observatory,
-                                  weights_provider=lambda: state.current.live_weights())
+    app[METRICS] = build_registry(
+        state.observatory, weights_provider=lambda: state.current.live_weights(),
+        rollout_state_provider=lambda: {
+            route: str(st.status)
+            for route, st in (state.rollouts.states() if state.rollouts else {}).items()})
     table = tuple(routes) if routes is not None else all_routes()
     app[ALL_ROUTES] = table
     specs: dict[AbstractRoute, ApiRoute] = {}

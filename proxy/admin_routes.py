@@ -11,8 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from control.api import ApiRoute, actor_of, parse_body, read_json
 from control.auth import Role
 from proxy.app import STATE
-from proxy.errors import ConfigError, InvalidInputError, NotFoundError
+from proxy.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from proxy.metrics import render
+from proxy.rollout.machine import ACTIVE, RolloutState
 from proxy.runtime import RouteRuntime
 
 
@@ -21,7 +22,7 @@ class WeightsBody(BaseModel):
     weights: dict[str, float] = Field(min_length=1)
 
 
-def route_doc(rr: RouteRuntime) -> dict[str, Any]:
+def route_doc(rr: RouteRuntime, rollout: RolloutState | None = None) -> dict[str, Any]:
     cfg = rr.config
     return {
         "name": cfg.name,
@@ -32,7 +33,9 @@ def route_doc(rr: RouteRuntime) -> dict[str, Any]:
         "weights": rr.weights,
         "weights_source": rr.weights_source,
         "in_flight": rr.stats.in_flight,
-        "rollout": None,
+        "rollout": None if rollout is None else {
+            "id": rollout.id, "state": str(rollout.status), "step": rollout.step,
+            "candidate": rollout.candidate, "version": rollout.version},
         "shadow": _shadow_summary(rr),
         "experiment": None,
     }
@@ -77,13 +80,20 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=payload, headers={"Content-Type": content_type})
 
 
+def _rollouts(request: web.Request) -> dict[str, RolloutState]:
+    ctl = request.app[STATE].rollouts
+    return ctl.states() if ctl is not None else {}
+
+
 async def list_routes(request: web.Request) -> web.Response:
-    rt = request.app[STATE].current
-    return web.json_response({"routes": [route_doc(rr) for rr in rt.routes.values()]})
+    rt, rollouts = request.app[STATE].current, _rollouts(request)
+    return web.json_response({"routes": [route_doc(rr, rollouts.get(name))
+                                         for name, rr in rt.routes.items()]})
 
 
 async def get_route(request: web.Request) -> web.Response:
-    return web.json_response(route_doc(_route(request)))
+    rr = _route(request)
+    return web.json_response(route_doc(rr, _rollouts(request).get(rr.config.name)))
 
 
 async def shadow_report(request: web.Request) -> web.Response:
@@ -96,6 +106,10 @@ async def shadow_report(request: web.Request) -> web.Response:
 async def put_weights(request: web.Request) -> web.Response:
     rr = _route(request)
     body = parse_body(WeightsBody, await read_json(request))
+    active = _rollouts(request).get(rr.config.name)
+    if active is not None and active.status in ACTIVE:
+        raise ConflictError(f"a rollout is {active.status} on {rr.config.name!r}; pause, "
+                            "promote, roll back or abort it instead of setting weights")
     await request.app[STATE].set_weights(rr.config.name, body.weights, actor_of(request))
     return web.json_response(route_doc(_route(request)))
 

@@ -28,7 +28,9 @@ from proxy.config import Settings, load_settings_file
 from proxy.errors import ConfigError, InvalidInputError, NotFoundError
 from proxy.handler import ProxyHandler
 from proxy.mirror import Mirror, ShadowBook
+from proxy.notify import Notifier
 from proxy.observe import Observatory
+from proxy.rollout.controller import RolloutController
 from proxy.runtime import Runtime, build_runtime, retired_pools
 
 log = logging.getLogger("splitway")
@@ -45,6 +47,7 @@ class ProxyState:
     env: Mapping[str, str] = field(default_factory=dict)
     observatory: Observatory = field(default_factory=Observatory)
     mirror: Mirror = field(default_factory=Mirror)
+    rollouts: RolloutController | None = None
     shadow_books: dict[str, ShadowBook] = field(default_factory=dict)
     store: Store | None = None
     audit: AuditLog | None = None
@@ -173,13 +176,19 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await store.open()
     state.store = store
     state.audit = store.audit
+    notify = state.settings.notifications
+    notifier = Notifier(notify.webhooks, timeout_s=notify.timeout_s, retries=notify.retries)
     try:
         await state.start_runtime()
+        state.rollouts = RolloutController(state, notifier)
+        await state.rollouts.load()
         state.own(state.sync_weights_loop(), "weight-sync")
+        state.own(state.rollouts.run(), "rollout-controller")
         yield
     finally:
         await state.cancel_tasks()
         await state.mirror.close()
+        await notifier.close()
         if state._runtime is not None:
             for pool in state._runtime.pools.values():
                 await pool.close()

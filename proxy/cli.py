@@ -32,7 +32,11 @@ from proxy.config import Settings, load_settings_file
 from proxy.errors import ConfigError
 
 #: Modules adding subcommands with ``register(sub)``, after the data plane's own.
-COMMAND_MODULES: tuple[str, ...] = ("control.cli_models", "control.cli_audit")
+COMMAND_MODULES: tuple[str, ...] = (
+    "control.cli_models",
+    "control.cli_audit",
+    "proxy.rollout.cli",
+)
 
 Command = Callable[[argparse.Namespace], int]
 

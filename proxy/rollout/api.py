@@ -1,0 +1,151 @@
+"""Admin API for rollouts (contract §6/§7): start, read, and the manual gates.
+
+A rolled-back candidate is **quarantined** (per route and backend): starting it again needs
+``"force": true`` with a ``"justification"``, and the override is audited. Starting by
+``"version": "MODEL@SEMVER"`` resolves the backend that serves that registered version and
+points the rollout's candidate variant at it; a route whose policy says
+``require_stage: production`` refuses a version the registry has not approved to that stage.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from control.api import ApiRoute, actor_of, parse_body, read_json
+from control.auth import Role
+from proxy.app import STATE, ProxyState
+from proxy.errors import ConflictError, InvalidInputError, NotFoundError
+from proxy.rollout import machine as m
+from proxy.rollout.controller import RolloutController
+from proxy.rollout.registry_link import resolve_version
+from proxy.runtime import RouteRuntime
+
+NS_QUARANTINE = "quarantine"
+
+
+class StartBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    candidate: str | None = None
+    version: str | None = Field(default=None, description="MODEL@SEMVER from the registry")
+    strategy: Literal["canary", "blue_green", "rolling"] | None = None
+    force: bool = False
+    justification: str | None = None
+
+
+class GateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = None
+    to_end: bool = False
+
+
+def _controller(request: web.Request) -> tuple[ProxyState, RolloutController]:
+    state = request.app[STATE]
+    if state.rollouts is None:
+        raise NotFoundError("rollouts are not running")
+    return state, state.rollouts
+
+
+def _route(state: ProxyState, name: str) -> RouteRuntime:
+    rr = state.current.routes.get(name)
+    if rr is None:
+        raise NotFoundError(f"no route named {name!r}")
+    return rr
+
+
+async def start_rollout(request: web.Request) -> web.Response:
+    state, ctl = _controller(request)
+    rr = _route(state, request.match_info["route"])
+    policy = rr.config.rollout
+    if policy is None:
+        raise InvalidInputError(f"route {rr.config.name!r} has no rollout policy",
+                                field="route")
+    body = parse_body(StartBody, await read_json(request))
+    if body.strategy is not None:
+        policy = policy.model_copy(update={"strategy": body.strategy})
+    candidate = body.candidate or policy.candidate
+    if candidate not in rr.config.variants or candidate == policy.baseline:
+        raise InvalidInputError(f"{candidate!r} is not a candidate variant of this route",
+                                field="candidate")
+    backend = rr.config.variants[candidate]
+    details: dict[str, Any] = {}
+    if body.version is not None:
+        assert state.store is not None
+        backend, promotion = await resolve_version(state.store, body.version,
+                                                   policy.require_stage)
+        if backend not in state.current.pools:
+            raise InvalidInputError(f"{body.version} is served by backend {backend!r}, which "
+                                    "this proxy's config does not define", field="version")
+        details["promotion_id"] = promotion
+    assert state.store is not None
+    qkey = f"{rr.config.name}:{backend}"
+    quarantined = await state.store.kv_get(NS_QUARANTINE, qkey)
+    if quarantined is not None:
+        if not body.force or not (body.justification or "").strip():
+            raise ConflictError(f"{backend} was rolled back on {rr.config.name} "
+                                f"({quarantined.get('reason')}); start it again with "
+                                "force and a justification")
+        details["forced"] = {"justification": body.justification, "quarantine": quarantined}
+    st = m.start(uuid.uuid4().hex[:12], rr.config.name, policy, ctl.now(),
+                 version=body.version,
+                 candidate_backend=backend if body.version else None, candidate=candidate)
+    await ctl.commit(None, None, st, m.Event.STARTED, actor_of(request), details)
+    if quarantined is not None:
+        await state.store.kv_delete(NS_QUARANTINE, qkey)
+    return web.json_response(st.document(), status=201)
+
+
+async def get_rollout(request: web.Request) -> web.Response:
+    state, ctl = _controller(request)
+    rr = _route(state, request.match_info["route"])
+    states = await ctl.load()
+    if rr.config.name not in states:
+        raise NotFoundError(f"route {rr.config.name!r} has had no rollout")
+    return web.json_response(states[rr.config.name][1].document())
+
+
+async def gate(request: web.Request) -> web.Response:
+    state, ctl = _controller(request)
+    rr = _route(state, request.match_info["route"])
+    verb = request.match_info["action"]
+    body = parse_body(GateBody, await read_json(request) if request.body_exists else {})
+    states = await ctl.load()
+    if rr.config.name not in states:
+        raise NotFoundError(f"route {rr.config.name!r} has had no rollout")
+    rev, st = states[rr.config.name]
+    policy = rr.config.rollout
+    assert policy is not None
+    now = ctl.now()
+    reason = body.reason or f"{verb} by {actor_of(request)}"
+    try:
+        if verb == "pause":
+            new, event = m.pause(st, now), m.Event.PAUSED
+        elif verb == "resume":
+            new, event = m.resume(st, policy, now), m.Event.RESUMED
+        elif verb == "promote":
+            new = m.promote(st, policy, now, to_end=body.to_end)
+            event = m.Event.SUCCEEDED if new.status is m.Status.SUCCEEDED else m.Event.PROMOTED
+        elif verb == "rollback":
+            new, event = m.rollback(st, now, reason), m.Event.ROLLED_BACK
+        else:
+            new, event = m.abort(st, now, reason), m.Event.ABORTED
+    except m.InvalidTransition as exc:
+        raise ConflictError(str(exc)) from exc
+    await ctl.commit(rev, st, new, event, actor_of(request))
+    return web.json_response(new.document())
+
+
+ROUTES: tuple[ApiRoute, ...] = (
+    ApiRoute("POST", "/api/v1/routes/{route}/rollouts", start_rollout,
+             "Start a rollout of a candidate variant or a registered MODEL@SEMVER",
+             role=Role.OPERATOR, tag="rollouts", body=StartBody),
+    ApiRoute("GET", "/api/v1/routes/{route}/rollout", get_rollout,
+             "The route's rollout: state, step, weights, every analysis with its figures",
+             role=Role.VIEWER, tag="rollouts"),
+    ApiRoute("POST", "/api/v1/routes/{route}/rollout/{action:pause|resume|promote|rollback|abort}",
+             gate, "Manual gates: pause, resume, promote (next step or to_end), rollback, abort",
+             role=Role.OPERATOR, tag="rollouts", body=GateBody),
+)

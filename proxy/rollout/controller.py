@@ -1,0 +1,273 @@
+"""The rollout controller: gathers windows, calls the pure judge and machine, persists and
+applies what they decide.
+
+Every proxy sharing a state store runs one controller, and exactly one of them **leads**:
+it holds a lease row in the store (taken and renewed every tick under the store's
+cross-process lock — an advisory lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), which
+expires ``LEASE_S`` after its holder stops renewing it, so a dead leader is replaced within a
+few seconds. Only the leader judges; it writes each transition — rollout state, the route's
+weights and the audit event — in one transaction, so the other proxies (and the other
+workers of this one) apply the new weights through the weight sync within a second, and a
+restarted proxy resumes at the step it had reached.
+
+Concurrent writers (a leader's tick, an operator's ``pause`` on another proxy) are ordered
+by a revision number: a write whose revision is no longer the stored one is dropped, and
+the next tick starts again from what is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from hdrh.histogram import HdrHistogram
+
+from proxy.config import Rollout
+from proxy.errors import ConflictError
+from proxy.notify import Notifier
+from proxy.observe import VariantSnapshot, delta
+from proxy.rollout import machine as m
+from proxy.rollout.analysis import Arm, Judgement, Policy, judge, judge_shadow
+from proxy.rollout.registry_link import record_outcome
+
+if TYPE_CHECKING:
+    from proxy.app import ProxyState
+    from proxy.runtime import RouteRuntime
+
+log = logging.getLogger("splitway.rollout")
+
+NS_ROLLOUTS = "rollouts"
+NS_LEASES = "leases"
+LEASE_LOCK_KEY = 0x5357_0010
+CONTROLLER = "rollout-controller"
+TICK_S = 0.5
+LEASE_S = 3.0
+
+
+def arm(snap: VariantSnapshot) -> Arm:
+    """A judge's view of one variant's window: counts and latency buckets in ms."""
+    hist: HdrHistogram = snap.latency
+    buckets = tuple((item.value_iterated_to / 1000.0, item.count_added_in_this_iter_step)
+                    for item in hist.get_recorded_iterator())
+    return Arm(snap.requests, snap.errors, buckets)
+
+
+def judge_policy(policy: Rollout) -> Policy:
+    a = policy.analysis
+    return Policy(min_requests=a.min_requests, max_error_rate=a.max_error_rate,
+                  max_latency_ratio=a.max_latency_ratio, latency_quantile=a.latency_quantile,
+                  alpha=a.alpha, alpha_vs_baseline=a.alpha_vs_baseline,
+                  critical_error_rate=a.critical_error_rate,
+                  critical_min_requests=a.critical_min_requests,
+                  health_only=policy.strategy in ("rolling", "blue_green"))
+
+
+class RolloutController:
+    def __init__(self, state: ProxyState, notifier: Notifier, *,
+                 clock: Callable[[], float] = time.time, tick_s: float = TICK_S) -> None:
+        self._state = state
+        self._notifier = notifier
+        self._clock = clock
+        self._tick_s = tick_s
+        self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.is_leader = False
+        self._states: dict[str, tuple[int, m.RolloutState]] = {}
+        # route -> (rollout id, step, step start) of the window and its starting snapshots
+        self._windows: dict[str, tuple[tuple[str, int, float], dict[str, VariantSnapshot]]] = {}
+
+    def now(self) -> float:
+        return self._clock()
+
+    # -- reading ------------------------------------------------------------------------------
+    def states(self) -> dict[str, m.RolloutState]:
+        return {route: st for route, (_, st) in self._states.items()}
+
+    async def load(self) -> dict[str, tuple[int, m.RolloutState]]:
+        store = self._state.store
+        assert store is not None
+        raw = await store.kv_list(NS_ROLLOUTS)
+        self._states = {route: (v["rev"], m.RolloutState.from_json(v["state"]))
+                        for route, v in raw.items()}
+        return self._states
+
+    # -- the loop -----------------------------------------------------------------------------
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # keep leading: one bad tick must not end the loop
+                log.exception("rollout tick failed")
+            await asyncio.sleep(self._tick_s)
+
+    async def tick(self) -> None:
+        self.is_leader = await self._hold_lease()
+        states = await self.load()
+        for rev, st in states.values():
+            self._ensure_backend(st)
+            if self.is_leader and st.status is m.Status.PROGRESSING:
+                await self._advance(rev, st)
+
+    async def _hold_lease(self) -> bool:
+        store = self._state.store
+        assert store is not None
+        now = self._clock()
+        async with store.transaction() as tx:
+            await tx.lock(LEASE_LOCK_KEY)
+            lease = await store.kv_get(NS_LEASES, "rollouts", tx=tx)
+            if lease is None or lease["holder"] == self.identity or lease["expires"] < now:
+                await store.kv_put(NS_LEASES, "rollouts",
+                                   {"holder": self.identity, "expires": now + LEASE_S}, tx=tx)
+                return True
+        return False
+
+    def _ensure_backend(self, st: m.RolloutState) -> None:
+        """Point the candidate variant at the version's backend while it is not finished
+        (or finished as the winner)."""
+        if st.candidate_backend is None:
+            return
+        rt = self._state.current
+        rr, pool = rt.routes.get(st.route), rt.pools.get(st.candidate_backend)
+        if rr is not None and pool is not None and rr.pools.get(st.candidate) is not pool:
+            rr.pools[st.candidate] = pool
+
+    # -- judging ------------------------------------------------------------------------------
+    def _judge(self, st: m.RolloutState, rr: RouteRuntime, policy: Rollout,
+               ) -> tuple[Judgement, dict[str, dict[str, Any]]]:
+        if st.step == m.SHADOW_STEP:
+            phase = policy.shadow_phase
+            assert phase is not None
+            if rr.shadow is None:
+                return judge_shadow(phase.min_compared, 0, 0, sent=0, errors=0, compared=0,
+                                    mismatched=0), {}
+            b = rr.shadow.book
+            return judge_shadow(phase.min_compared, phase.max_mismatch_rate,
+                                phase.max_error_rate, sent=b.sent, errors=b.errors,
+                                compared=b.compared, mismatched=b.compared - b.matched), {}
+        now_snaps = self._snapshots(st, rr)
+        window = self._windows[st.route]
+        base = arm(delta(now_snaps[st.baseline], window[1][st.baseline]))
+        cand = arm(delta(now_snaps[st.candidate], window[1][st.candidate]))
+        return (judge(judge_policy(policy), base, cand),
+                {"baseline": base.summary(), "candidate": cand.summary()})
+
+    async def _advance(self, rev: int, st: m.RolloutState) -> None:
+        rr = self._state.current.routes.get(st.route)
+        if rr is None or rr.config.rollout is None:
+            await self.commit(rev, st, m.abort(st, self._clock(), "route or policy removed"),
+                              m.Event.ABORTED, CONTROLLER)
+            return
+        policy = rr.config.rollout
+        now = self._clock()
+        window = self._windows.get(st.route)
+        stale = window is None or window[0] != (st.id, st.step, st.step_started_at)
+        if st.step != m.SHADOW_STEP and stale:
+            # First look at this step here (a restart, a takeover, a command on another
+            # proxy): the window starts now, so the step is judged on fresh traffic.
+            fresh = dataclasses.replace(st, step_started_at=now, holding_since=None,
+                                        next_judge_at=now + policy.step_interval_s)
+            await self.commit(rev, st, fresh, m.Event.HOLD, CONTROLLER)
+            return
+        judgement, arms = self._judge(st, rr, policy)
+        new, event = m.on_tick(st, policy, judgement, now, arms)
+        if event is None:
+            return
+        if event in (m.Event.STEP, m.Event.SUCCEEDED) and policy.confirm_webhook:
+            ok, why = await self._notifier.confirm(policy.confirm_webhook, self._fields(new))
+            if not ok:  # stay at this step; ask again after another interval
+                new = dataclasses.replace(st, analyses=new.analyses, reason=why,
+                                          next_judge_at=now + policy.step_interval_s)
+                event = m.Event.HOLD
+        await self.commit(rev, st, new, event, CONTROLLER)
+
+    @staticmethod
+    def _snapshots(st: m.RolloutState, rr: RouteRuntime) -> dict[str, VariantSnapshot]:
+        return {v: rr.stats.variant(v).snapshot() for v in (st.baseline, st.candidate)}
+
+    # -- writing ------------------------------------------------------------------------------
+    def _fields(self, st: m.RolloutState) -> dict[str, Any]:
+        return {"route": st.route, "rollout_id": st.id, "strategy": st.strategy,
+                "state": str(st.status), "step": st.step, "weights": dict(st.weights),
+                "baseline": st.baseline, "candidate": st.candidate, "version": st.version,
+                "reason": st.reason}
+
+    def route_weights(self, st: m.RolloutState) -> dict[str, float]:
+        rr = self._state.current.routes[st.route]
+        return {v: float(st.weights.get(v, 0.0)) for v in rr.config.variants}
+
+    async def commit(self, rev: int | None, old: m.RolloutState | None, new: m.RolloutState,
+                     event: m.Event, actor: str, details: dict[str, Any] | None = None) -> int:
+        """Persist a transition (state, weights, audit event) in one transaction and apply
+        it here; ``rev`` is the revision ``old`` was read at (None: a new rollout)."""
+        store, audit = self._state.store, self._state.audit
+        assert store is not None and audit is not None
+        weights = self.route_weights(new)
+        async with store.transaction() as tx:
+            await tx.lock(LEASE_LOCK_KEY + 1)
+            current = await store.kv_get(NS_ROLLOUTS, new.route, tx=tx)
+            stored_rev = current["rev"] if current else None
+            if rev is not None and stored_rev != rev:
+                raise ConflictError(f"rollout on {new.route!r} changed meanwhile; try again")
+            if rev is None and current is not None and \
+                    m.Status(current["state"]["status"]) in m.ACTIVE:
+                raise ConflictError(f"route {new.route!r} already has a rollout in progress")
+            new_rev = (stored_rev or 0) + 1
+            await store.kv_put(NS_ROLLOUTS, new.route, {"rev": new_rev, "state": new.to_json()},
+                               tx=tx)
+            if old is None or weights != self.route_weights(old):
+                await store.set_route_weights(new.route, weights, f"rollout:{new.id}", tx=tx)
+            if new.version is not None and event in (m.Event.SUCCEEDED, m.Event.ROLLED_BACK):
+                rollout_cfg = self._state.current.routes[new.route].config.rollout
+                await record_outcome(store, tx, new.version, new.route, actor,
+                                     rollout_cfg.require_stage if rollout_cfg else None,
+                                     succeeded=event is m.Event.SUCCEEDED, reason=new.reason)
+            if event is not m.Event.HOLD:
+                info = {**self._fields(new), **(details or {})}
+                if new.analyses and event is not m.Event.STARTED:
+                    info["analysis"] = new.analyses[-1]
+                severity = "warning" if event is m.Event.ROLLED_BACK else "info"
+                await audit.append(tx, f"rollout.{event}", actor, f"route/{new.route}", info,
+                                   severity=severity)
+        self._states[new.route] = (new_rev, new)
+        rr = self._state.current.routes[new.route]
+        if new.status is m.Status.PROGRESSING and new.step != m.SHADOW_STEP:
+            key = (new.id, new.step, new.step_started_at)
+            self._windows[new.route] = (key, self._snapshots(new, rr))
+        self._ensure_backend(new)
+        self._state.current.apply_weights(new.route, weights, "rollout")
+        if event is m.Event.ROLLED_BACK:
+            self._state.current.routes[new.route].stats.record_rollback(
+                _reason_code(new) if actor == CONTROLLER else "manual")
+        if event is not m.Event.HOLD:
+            self._notifier.notify(_text(new, event), {"event": f"rollout.{event}",
+                                                      **self._fields(new)})
+        return new_rev
+
+
+def _reason_code(st: m.RolloutState) -> str:
+    """A short, bounded label for ``splitway_rollbacks_total{reason}``: the rule that
+    failed (``critical``, ``not_enough_data``, ``error_rate``, ``latency``, ``shadow_*``)."""
+    reason = st.reason or ""
+    if reason.startswith("critical"):
+        return "critical"
+    if reason.startswith("not enough data"):
+        return "not_enough_data"
+    last = st.analyses[-1] if st.analyses else None
+    failed = [c["name"] for c in last["checks"] if c["passed"] is False] if last else []
+    return str(failed[0]) if failed else "failed_check"
+
+
+def _text(st: m.RolloutState, event: m.Event) -> str:
+    who = f"{st.candidate}" + (f" ({st.version})" if st.version else "")
+    if event is m.Event.ROLLED_BACK:
+        return f":rotating_light: splitway rolled back {who} on {st.route}: {st.reason}"
+    if event is m.Event.SUCCEEDED:
+        return f":white_check_mark: splitway promoted {who} on {st.route} to 100%"
+    return (f"splitway rollout {event} on {st.route}: {who} at "
+            f"{st.weights.get(st.candidate, 0):g}% ({st.status})")
