@@ -3,9 +3,10 @@
 A rollout moves a route from ``baseline`` to ``candidate``:
 
 * ``canary`` — numeric ``steps`` are the candidate's weight; a ``"pause"`` step waits for
-  ``promote``. Each step is judged over the window since it began (``judge``), no sooner
-  than ``step_interval_s``; a pass advances, a hold waits (up to ``progress_deadline_s``,
-  then the rollout fails with "not enough data"), a fail counts toward
+  ``promote``; reaching a 100 % step is success. Each step below 100 % is judged over
+  the window since it began (``judge``), no sooner than ``step_interval_s``; a pass
+  advances, a hold waits (up to ``progress_deadline_s``, then the rollout fails with
+  "not enough data"), a fail counts toward
   ``failed_checks_to_rollback`` — **consecutive** failed analyses (a pass resets the
   count, a hold does not), reset per rollout — and then rolls back.
 * ``rolling`` — the same steps, judged on health only (critical and absolute error rate).
@@ -157,8 +158,10 @@ def _end(state: RolloutState, status: Status, reason: str | None, now: float,
 
 
 def _enter_step(state: RolloutState, policy: Rollout, step: int, now: float) -> RolloutState:
-    if step >= len(policy.steps) or policy.strategy == "blue_green":
-        return _end(state, Status.SUCCEEDED, None, now, step=len(policy.steps) - 1)
+    # Reaching 100 % is the promotion itself: no baseline traffic is left to judge against.
+    if (step >= len(policy.steps) or policy.strategy == "blue_green"
+            or step_weight(policy, step) >= 100):
+        return _end(state, Status.SUCCEEDED, None, now, step=min(step, len(policy.steps) - 1))
     status = Status.PAUSED if policy.steps[step] == "pause" else Status.PROGRESSING
     return dataclasses.replace(
         state, step=step, status=status, holding_since=None, step_started_at=now,

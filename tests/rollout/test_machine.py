@@ -34,11 +34,11 @@ def test_healthy_canary_walks_every_step_and_succeeds() -> None:
         if ev:
             events.append(ev)
             seen.append(s.weights["canary"])
-    assert seen == [5, 10, 25, 50, 100, 100]
-    assert events == [m.Event.STEP] * 4 + [m.Event.SUCCEEDED]
+    assert seen == [5, 10, 25, 50, 100]
+    assert events == [m.Event.STEP] * 3 + [m.Event.SUCCEEDED]  # 100 % is the promotion
     assert s.status is m.Status.SUCCEEDED and s.weights == {"stable": 0, "canary": 100}
-    assert len(s.analyses) == 5 and s.analyses[0]["decision"] == "pass"
-    assert t == 50  # one judgement per step_interval_s
+    assert len(s.analyses) == 4 and s.analyses[0]["decision"] == "pass"
+    assert t == 40  # one judgement per step_interval_s
 
 
 def test_judging_waits_for_the_step_interval() -> None:

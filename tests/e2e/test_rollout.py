@@ -1,0 +1,191 @@
+"""Rollouts end to end: real proxy processes, real sample servers, short intervals."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from control.store import open_store
+from tests.conftest import StartServer
+from tests.e2e.rollout_support import poll, steady_load, webhook_server
+from tests.harness import ProxyProcess, proxy_config, running_proxy, write_config
+
+FAST = {"min_requests": 20, "latency_quantile": 0.5, "max_error_rate": 0.01}
+
+
+def rollout_cfg(v1: str, v2: str, hook: str | None = None, **rollout: Any) -> dict[str, Any]:
+    policy: dict[str, Any] = {"baseline": "stable", "candidate": "canary",
+                              "steps": [5, 10, 25, 50, 100], "step_interval_s": 0.4,
+                              "progress_deadline_s": 60, "analysis": dict(FAST)}
+    policy.update(rollout)
+    cfg = proxy_config({"v1": [v1], "v2": [v2]}, [
+        {"name": "r", "match": {"path_prefix": "/"},
+         "variants": {"stable": "v1", "canary": "v2"},
+         "split": {"weights": {"stable": 100, "canary": 0}, "allow_pin": True},
+         "rollout": policy}])
+    if hook:
+        cfg["notifications"] = {"webhooks": [hook], "retries": 0}
+    return cfg
+
+
+async def api(http: aiohttp.ClientSession, p: ProxyProcess, method: str, path: str,
+              body: Any = None) -> tuple[int, Any]:
+    async with http.request(method, p.admin_url + path, json=body) as r:
+        return r.status, await r.json()
+
+
+def tokens_free(cfg: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """An admin API with an admin token (writes need one)."""
+    import hashlib
+
+    import yaml
+
+    entry = {"sha256": hashlib.sha256(b"t").hexdigest(), "user": "ops", "roles": ["admin"]}
+    (tmp_path / "tokens.yaml").write_text(yaml.safe_dump({"tokens": [entry]}))
+    cfg["admin"] = {"listen": "127.0.0.1:0", "tokens_file": "tokens.yaml"}
+    return cfg
+
+
+AUTH = {"Authorization": "Bearer t"}
+
+
+async def test_healthy_canary_walks_every_step(
+    tmp_path: Path, sample_servers: StartServer
+) -> None:
+    v1, v2 = await sample_servers("v1", latency_ms=2), await sample_servers("v2", latency_ms=2)
+    cfg = tokens_free(rollout_cfg(v1.url, v2.url), tmp_path)
+    async with running_proxy(tmp_path, cfg) as p, \
+            aiohttp.ClientSession(headers=AUTH) as http, \
+            steady_load(p.data_url + "/p") as load:
+        status, doc = await api(http, p, "POST", "/api/v1/routes/r/rollouts", {})
+        assert status == 201, doc
+        assert doc["state"] == "progressing" and doc["weights"] == {"stable": 95, "canary": 5}
+        seen_steps: set[int] = set()
+
+        async def fetch() -> Any:
+            doc = (await api(http, p, "GET", "/api/v1/routes/r/rollout"))[1]
+            seen_steps.add(doc["step"])
+            return doc
+
+        final = await poll(fetch, lambda d: d["state"] != "progressing", timeout=90)
+    assert final["state"] == "succeeded", final
+    assert final["weights"] == {"stable": 0, "canary": 100}
+    assert [a["decision"] for a in final["analyses"] if a["decision"] != "hold"] == ["pass"] * 4
+    assert seen_steps >= {0, 4}
+    assert set(load.statuses) == {200}
+    async with open_store(cfg["state"]) as store:
+        types = [e.type for e in await store.audit.query(type="rollout.", limit=100)]
+    assert types.count("rollout.step") == 3 and "rollout.succeeded" in types
+
+
+async def test_erroring_canary_is_rolled_back_with_webhook_and_audit(
+    tmp_path: Path, sample_servers: StartServer
+) -> None:
+    v1 = await sample_servers("v1", latency_ms=2)
+    v2 = await sample_servers("v2", latency_ms=2, error_rate=0.1, seed=5)
+    async with webhook_server() as hooks:
+        cfg = tokens_free(rollout_cfg(v1.url, v2.url, hooks.url, steps=[50, 100],
+                                      analysis={**FAST, "min_requests": 200}), tmp_path)
+        async with running_proxy(tmp_path, cfg) as p, \
+                aiohttp.ClientSession(headers=AUTH) as http, steady_load(p.data_url + "/p"):
+            await api(http, p, "POST", "/api/v1/routes/r/rollouts", {})
+            final = await poll(lambda: api(http, p, "GET", "/api/v1/routes/r/rollout"),
+                               lambda sd: sd[1]["state"] != "progressing")
+            doc = final[1]
+            async with http.get(p.admin_url + "/metrics") as r:
+                metrics = await r.text()
+            # The candidate takes no more traffic once rolled back.
+            before = len(v2.seen)
+            await asyncio.sleep(0.5)
+            assert len(v2.seen) == before
+        await poll(lambda: asyncio.sleep(0, hooks.received),
+                   lambda got: any(h["event"] == "rollout.rolled_back" for h in got), 10)
+    assert doc["state"] == "rolled_back" and doc["weights"] == {"stable": 100, "canary": 0}
+    judged = [a for a in doc["analyses"] if a["decision"] != "hold"]
+    assert [a["decision"] for a in judged] == ["fail"], "rolled back at its first judged window"
+    assert "above 1.00%" in doc["reason"]
+    hook = next(h for h in hooks.received if h["event"] == "rollout.rolled_back")
+    assert hook["reason"] == doc["reason"] and "rolled back" in hook["text"]
+    assert 'splitway_rollbacks_total{reason="error_rate",route="r"} 1.0' in metrics
+    assert 'splitway_rollout_state{route="r",state="rolled_back"} 1.0' in metrics
+    async with open_store(cfg["state"]) as store:
+        events = await store.audit.query(type="rollout.rolled_back")
+    assert len(events) == 1 and events[0].details["reason"] == doc["reason"]
+    assert events[0].details["analysis"]["decision"] == "fail"
+
+
+async def test_slow_canary_is_rolled_back_for_latency(
+    tmp_path: Path, sample_servers: StartServer
+) -> None:
+    v1 = await sample_servers("v1", latency_ms=20)
+    v2 = await sample_servers("v2", latency_ms=100)
+    cfg = tokens_free(rollout_cfg(v1.url, v2.url, steps=[50, 100]), tmp_path)
+    async with running_proxy(tmp_path, cfg) as p, \
+            aiohttp.ClientSession(headers=AUTH) as http, steady_load(p.data_url + "/p", 16):
+        await api(http, p, "POST", "/api/v1/routes/r/rollouts", {})
+        _, doc = await poll(lambda: api(http, p, "GET", "/api/v1/routes/r/rollout"),
+                            lambda sd: sd[1]["state"] != "progressing")
+    assert doc["state"] == "rolled_back"
+    assert "Mann-Whitney" in doc["reason"] and "p50" in doc["reason"]
+
+
+async def test_kill_9_resumes_at_the_same_step(
+    tmp_path: Path, sample_servers: StartServer
+) -> None:
+    v1, v2 = await sample_servers("v1"), await sample_servers("v2")
+    cfg = tokens_free(rollout_cfg(v1.url, v2.url, step_interval_s=3600), tmp_path)
+    path = write_config(tmp_path, cfg)
+    p = await ProxyProcess.start(path)
+    async with aiohttp.ClientSession(headers=AUTH) as http:
+        try:
+            await api(http, p, "POST", "/api/v1/routes/r/rollouts", {})
+            await api(http, p, "POST", "/api/v1/routes/r/rollout/promote", {})
+            status, before = await api(http, p, "POST", "/api/v1/routes/r/rollout/promote", {})
+            assert status == 200 and before["step"] == 2
+            p.signal(signal.SIGKILL)
+            await p.proc.wait()
+        finally:
+            await p.kill()
+        p = await ProxyProcess.start(path)
+        try:
+            _, after = await api(http, p, "GET", "/api/v1/routes/r/rollout")
+            assert (after["id"], after["step"], after["state"], after["weights"]) == (
+                before["id"], 2, "progressing", {"stable": 75, "canary": 25})
+            seen = {"stable": 0, "canary": 0}
+            for i in range(400):
+                async with http.get(p.data_url + f"/p?{i}") as r:
+                    seen[r.headers["x-splitway-variant"]] += 1
+            assert 60 <= seen["canary"] <= 140  # 25% of 400, within about 4 sigma
+        finally:
+            await p.stop()
+
+
+async def test_blue_green_switch_and_switch_back_lose_no_request(
+    tmp_path: Path, sample_servers: StartServer
+) -> None:
+    v1, v2 = await sample_servers("v1", latency_ms=1), await sample_servers("v2", latency_ms=1)
+    cfg = tokens_free(rollout_cfg(v1.url, v2.url, strategy="blue_green"), tmp_path)
+
+    def pin_some(i: int) -> dict[str, str]:
+        return {"x-splitway-variant": "canary"} if i % 5 == 0 else {}
+
+    async with running_proxy(tmp_path, cfg) as p, aiohttp.ClientSession(headers=AUTH) as http:
+        async with steady_load(p.data_url + "/p", 8, pin_some) as load:
+            _, doc = await api(http, p, "POST", "/api/v1/routes/r/rollouts", {})
+            assert doc["weights"] == {"stable": 100, "canary": 0}
+            _, doc = await poll(lambda: api(http, p, "GET", "/api/v1/routes/r/rollout"),
+                                lambda sd: sd[1]["state"] != "progressing")
+            assert doc["state"] == "succeeded" and doc["weights"]["canary"] == 100
+            mid = sum(load.statuses.values())
+            await asyncio.sleep(0.5)
+            status, back = await api(http, p, "POST", "/api/v1/routes/r/rollout/rollback",
+                                     {"reason": "switch back"})
+            assert status == 200 and back["weights"] == {"stable": 100, "canary": 0}
+            await asyncio.sleep(0.5)
+        total = sum(load.statuses.values())
+    assert total > mid > 0
+    assert set(load.statuses) == {200}, load.statuses
