@@ -20,11 +20,9 @@ from control.auth import Role
 from proxy.app import STATE, ProxyState
 from proxy.errors import ConflictError, InvalidInputError, NotFoundError
 from proxy.rollout import machine as m
-from proxy.rollout.controller import RolloutController
+from proxy.rollout.controller import NS_QUARANTINE, RolloutController
 from proxy.rollout.registry_link import resolve_version
 from proxy.runtime import RouteRuntime
-
-NS_QUARANTINE = "quarantine"
 
 
 class StartBody(BaseModel):

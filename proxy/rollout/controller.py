@@ -45,6 +45,7 @@ log = logging.getLogger("splitway.rollout")
 
 NS_ROLLOUTS = "rollouts"
 NS_LEASES = "leases"
+NS_QUARANTINE = "quarantine"
 LEASE_LOCK_KEY = 0x5357_0010
 CONTROLLER = "rollout-controller"
 TICK_S = 0.5
@@ -197,6 +198,13 @@ class RolloutController:
                 "baseline": st.baseline, "candidate": st.candidate, "version": st.version,
                 "reason": st.reason}
 
+    def quarantine_key(self, st: m.RolloutState) -> str:
+        """A rolled-back candidate is quarantined per route and backend."""
+        backend = st.candidate_backend
+        if backend is None:
+            backend = self._state.current.routes[st.route].config.variants[st.candidate]
+        return f"{st.route}:{backend}"
+
     def route_weights(self, st: m.RolloutState) -> dict[str, float]:
         rr = self._state.current.routes[st.route]
         return {v: float(st.weights.get(v, 0.0)) for v in rr.config.variants}
@@ -222,6 +230,10 @@ class RolloutController:
                                tx=tx)
             if old is None or weights != self.route_weights(old):
                 await store.set_route_weights(new.route, weights, f"rollout:{new.id}", tx=tx)
+            if event is m.Event.ROLLED_BACK:
+                await store.kv_put(NS_QUARANTINE, self.quarantine_key(new),
+                                   {"reason": new.reason, "rollout_id": new.id,
+                                    "version": new.version, "by": actor}, tx=tx)
             if new.version is not None and event in (m.Event.SUCCEEDED, m.Event.ROLLED_BACK):
                 rollout_cfg = self._state.current.routes[new.route].config.rollout
                 await record_outcome(store, tx, new.version, new.route, actor,

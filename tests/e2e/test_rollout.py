@@ -189,3 +189,35 @@ async def test_blue_green_switch_and_switch_back_lose_no_request(
         total = sum(load.statuses.values())
     assert total > mid > 0
     assert set(load.statuses) == {200}, load.statuses
+
+
+async def test_rolled_back_candidate_is_quarantined_until_forced(
+    tmp_path: Path, sample_servers: StartServer
+) -> None:
+    v1, v2 = await sample_servers("v1"), await sample_servers("v2")
+    cfg = tokens_free(rollout_cfg(v1.url, v2.url, step_interval_s=3600), tmp_path)
+    start = "/api/v1/routes/r/rollouts"
+    async with running_proxy(tmp_path, cfg) as p, aiohttp.ClientSession(headers=AUTH) as http:
+        assert (await api(http, p, "POST", start, {}))[0] == 201
+        status, doc = await api(http, p, "POST", start, {})
+        assert status == 409 and "in progress" in doc["detail"]
+        status, doc = await api(http, p, "POST", "/api/v1/routes/r/rollout/rollback",
+                                {"reason": "bad answers"})
+        assert status == 200 and doc["state"] == "rolled_back"
+        status, doc = await api(http, p, "POST", start, {})
+        assert status == 409 and "bad answers" in doc["detail"]
+        status, doc = await api(http, p, "POST", start, {"force": True})
+        assert status == 409  # force needs a justification
+        status, doc = await api(http, p, "POST", start,
+                                {"force": True, "justification": "fixed in v2.0.1 image"})
+        assert status == 201 and doc["state"] == "progressing"
+        status, doc = await api(http, p, "POST", "/api/v1/routes/r/rollout/resume", {})
+        assert status == 409 and "progressing" in doc["detail"]
+        status, doc = await api(http, p, "PUT", "/api/v1/routes/r/weights",
+                                {"weights": {"stable": 1}})
+        assert status == 409  # weights belong to the running rollout
+    async with open_store(cfg["state"]) as store:
+        started = await store.audit.query(type="rollout.started")
+    assert len(started) == 2
+    assert started[-1].details["forced"]["justification"] == "fixed in v2.0.1 image"
+    assert started[-1].actor == "ops"
