@@ -221,3 +221,47 @@ async def test_rolled_back_candidate_is_quarantined_until_forced(
     assert len(started) == 2
     assert started[-1].details["forced"]["justification"] == "fixed in v2.0.1 image"
     assert started[-1].actor == "ops"
+
+
+async def test_confirm_webhook_gates_each_step(
+    tmp_path: Path, sample_servers: StartServer
+) -> None:
+    v1, v2 = await sample_servers("v1", latency_ms=1), await sample_servers("v2", latency_ms=1)
+    async with webhook_server() as confirm:
+        confirm.status = 503
+        cfg = tokens_free(rollout_cfg(v1.url, v2.url, steps=[20, 100], step_interval_s=0.3,
+                                      confirm_webhook=confirm.url), tmp_path)
+        async with running_proxy(tmp_path, cfg) as p, \
+                aiohttp.ClientSession(headers=AUTH) as http, steady_load(p.data_url + "/p"):
+            await api(http, p, "POST", "/api/v1/routes/r/rollouts", {})
+            _, held = await poll(lambda: api(http, p, "GET", "/api/v1/routes/r/rollout"),
+                                 lambda sd: "confirm hook answered 503" in (sd[1]["reason"] or ""))
+            assert held["state"] == "progressing" and held["step"] == 0
+            asked = len(confirm.received)
+            assert asked >= 1 and confirm.received[0]["route"] == "r"
+            confirm.status = 200
+            _, done = await poll(lambda: api(http, p, "GET", "/api/v1/routes/r/rollout"),
+                                 lambda sd: sd[1]["state"] != "progressing")
+    assert done["state"] == "succeeded"
+
+
+async def test_shadow_phase_must_pass_before_live_traffic(
+    tmp_path: Path, sample_servers: StartServer
+) -> None:
+    v1, v2 = await sample_servers("v1", latency_ms=1), await sample_servers("v2", latency_ms=1)
+    cfg = tokens_free(rollout_cfg(v1.url, v2.url, steps=[50, 100],
+                                  shadow_phase={"min_compared": 50, "max_mismatch_rate": 0.0}),
+                      tmp_path)
+    cfg["routes"][0]["shadow"] = {"backend": "v2", "compare": {"json_path": "predictions"}}
+    async with running_proxy(tmp_path, cfg) as p, aiohttp.ClientSession(headers=AUTH) as http, \
+            steady_load(p.data_url + "/p"):
+        _, doc = await api(http, p, "POST", "/api/v1/routes/r/rollouts", {})
+        assert doc["step"] == -1 and doc["weights"]["canary"] == 0
+        _, live = await poll(lambda: api(http, p, "GET", "/api/v1/routes/r/rollout"),
+                             lambda sd: sd[1]["step"] >= 0)
+        assert live["analyses"][0]["checks"][0]["name"] == "shadow_mismatch_rate"
+        await asyncio.sleep(0.3)
+    # The candidate answered at least 50 mirrored copies before its first live request.
+    shadow_flags = [s.headers.get("x-splitway-shadow") == "1" for s in v2.seen]
+    assert False in shadow_flags, "the candidate never took live traffic"
+    assert shadow_flags.index(False) >= 50
