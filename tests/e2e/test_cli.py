@@ -79,9 +79,9 @@ async def test_demo_runs_a_live_canary_and_stops_on_ctrl_c() -> None:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None
     lines: list[str] = []
-    async with asyncio.timeout(30):
-        while not any("canary weight -> 5%" in line for line in lines) or not any(
-            "canary w=  5.0%" in line for line in lines
+    async with asyncio.timeout(60):
+        while not any("rollout of broken rolled_back" in line for line in lines) or not any(
+            "rollout of canary succeeded" in line for line in lines
         ):
             line = (await proc.stdout.readline()).decode()
             assert line, "demo exited early"
@@ -93,4 +93,6 @@ async def test_demo_runs_a_live_canary_and_stops_on_ctrl_c() -> None:
     assert report and "p99=" in report[-1] and "req/s=" in report[-1]
     assert any("shadow sentiment-v3: compared" in line and "agreement" in line
                for line in lines)
+    assert any("analysis step 0: FAIL" in line for line in lines)
+    assert any("analysis step 2: PASS" in line for line in lines)
     assert "Traceback" not in err.decode()
