@@ -248,8 +248,11 @@ class RolloutController:
                                    severity=severity)
         self._states[new.route] = (new_rev, new)
         rr = self._state.current.routes[new.route]
-        if new.status is m.Status.PROGRESSING and new.step != m.SHADOW_STEP:
-            key = (new.id, new.step, new.step_started_at)
+        key = (new.id, new.step, new.step_started_at)
+        window = self._windows.get(new.route)
+        if new.status is m.Status.PROGRESSING and new.step != m.SHADOW_STEP and (
+            window is None or window[0] != key
+        ):  # a new step or a fresh window: count from now; a hold keeps its window growing
             self._windows[new.route] = (key, self._snapshots(new, rr))
         self._ensure_backend(new)
         self._state.current.apply_weights(new.route, weights, "rollout")

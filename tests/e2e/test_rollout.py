@@ -265,3 +265,22 @@ async def test_shadow_phase_must_pass_before_live_traffic(
     shadow_flags = [s.headers.get("x-splitway-shadow") == "1" for s in v2.seen]
     assert False in shadow_flags, "the candidate never took live traffic"
     assert shadow_flags.index(False) >= 50
+
+
+async def test_low_traffic_window_keeps_growing_through_holds(
+    tmp_path: Path, sample_servers: StartServer
+) -> None:
+    v1, v2 = await sample_servers("v1"), await sample_servers("v2")
+    cfg = tokens_free(rollout_cfg(v1.url, v2.url, steps=[50, 100], step_interval_s=0.3,
+                                  analysis={**FAST, "min_requests": 30}), tmp_path)
+    async with running_proxy(tmp_path, cfg) as p, aiohttp.ClientSession(headers=AUTH) as http:
+        await api(http, p, "POST", "/api/v1/routes/r/rollouts", {})
+        for i in range(80):  # ~10 requests per step interval: several holds first
+            async with http.get(p.data_url + f"/p?{i}") as r:
+                await r.read()
+            await asyncio.sleep(0.03)
+        _, doc = await poll(lambda: api(http, p, "GET", "/api/v1/routes/r/rollout"),
+                            lambda sd: sd[1]["state"] != "progressing", 20)
+    holds = [a["candidate"]["requests"] for a in doc["analyses"] if a["decision"] == "hold"]
+    assert len(holds) >= 2 and holds == sorted(holds), holds  # the window only grows
+    assert doc["state"] == "succeeded"
