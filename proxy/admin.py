@@ -39,6 +39,7 @@ log = logging.getLogger("splitway.admin")
 ROUTE_MODULES: tuple[str, ...] = (
     "proxy.admin_routes",
     "proxy.rollout.api",
+    "proxy.experiment.api",
     "control.api.registry",
     "control.api.promotions",
     "control.api.audit",

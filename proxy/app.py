@@ -26,6 +26,7 @@ from control.audit import AuditLog
 from control.store import Store, open_store
 from proxy.config import Settings, load_settings_file
 from proxy.errors import ConfigError, InvalidInputError, NotFoundError
+from proxy.experiment.service import ExperimentService
 from proxy.handler import ProxyHandler
 from proxy.mirror import Mirror, ShadowBook
 from proxy.notify import Notifier
@@ -48,12 +49,16 @@ class ProxyState:
     observatory: Observatory = field(default_factory=Observatory)
     mirror: Mirror = field(default_factory=Mirror)
     rollouts: RolloutController | None = None
+    experiments: ExperimentService = field(init=False)
     shadow_books: dict[str, ShadowBook] = field(default_factory=dict)
     store: Store | None = None
     audit: AuditLog | None = None
     _runtime: Runtime | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self.experiments = ExperimentService(self)
 
     @property
     def current(self) -> Runtime:
@@ -105,6 +110,7 @@ class ProxyState:
                                             {"path": str(self.config_path),
                                              "routes": [r.name for r in settings.routes]})
             await self._audit_shadows(old, new, actor)
+            await self.experiments.sync(actor)
             log.info("config reloaded from %s", self.config_path)
             return settings
 
@@ -182,11 +188,18 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await state.start_runtime()
         state.rollouts = RolloutController(state, notifier)
         await state.rollouts.load()
+        await state.experiments.sync()
         state.own(state.sync_weights_loop(), "weight-sync")
         state.own(state.rollouts.run(), "rollout-controller")
+        state.own(state.experiments.loop(), "experiments")
         yield
     finally:
         await state.cancel_tasks()
+        if state.store is not None and state._runtime is not None:
+            try:
+                await state.experiments.flush()  # the last counts of this process
+            except Exception:
+                log.exception("could not save experiment counts")
         await state.mirror.close()
         await notifier.close()
         if state._runtime is not None:

@@ -16,6 +16,8 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from enum import Enum
 from typing import Protocol
 
 import aiohttp
@@ -30,19 +32,21 @@ from proxy.errors import (
     error_body,
     status_of,
 )
+from proxy.experiment.service import ExperimentService
 from proxy.headers import (
     REQUEST_ID_HEADER,
     VARIANT_HEADER,
     downstream_response_headers,
     upstream_request_headers,
 )
-from proxy.mirror import Mirror, Ticket
+from proxy.mirror import Capture, Mirror, Ticket
 from proxy.observe import VariantStats
 from proxy.runtime import RouteRuntime, Runtime
 from proxy.upstream import BackendPool, Exchange, translate
 
 CLIENT_CLOSED = 499
 CHUNK = 1 << 16
+EXPERIMENT_BODY_CAP = 1 << 20  # a JSON success field is looked for in the first MiB
 
 
 class RuntimeHolder(Protocol):
@@ -51,6 +55,9 @@ class RuntimeHolder(Protocol):
 
     @property
     def mirror(self) -> Mirror: ...
+
+    @property
+    def experiments(self) -> ExperimentService: ...
 
 
 def error_response(
@@ -66,7 +73,21 @@ def error_response(
     )
 
 
-def choose_variant(rr: RouteRuntime, request: web.Request, rng: random.Random) -> str:
+class How(Enum):
+    PIN = "pin"
+    HASH = "hash"
+    RANDOM = "random"
+    FALLBACK = "fallback"  # a hash split whose request lacked the key
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    variant: str
+    how: How
+    key: str | None = None
+
+
+def choose_variant(rr: RouteRuntime, request: web.Request, rng: random.Random) -> Choice:
     """Pin, sticky hash, or weighted random (contract §3)."""
     split = rr.config.split
     if split.allow_pin:
@@ -74,7 +95,7 @@ def choose_variant(rr: RouteRuntime, request: web.Request, rng: random.Random) -
         if pinned is not None:
             if pinned not in rr.config.variants:
                 raise BadPinError(f"{VARIANT_HEADER}: {pinned!r} is not a variant of this route")
-            return pinned
+            return Choice(pinned, How.PIN)
     if rr.hash_source is not None:
         kind, name = rr.hash_source
         key: str | None
@@ -87,9 +108,10 @@ def choose_variant(rr: RouteRuntime, request: web.Request, rng: random.Random) -
         else:
             key = request.remote
         if key:
-            return rr.table.pick_hash(key)
+            return Choice(rr.table.pick_hash(key), How.HASH, key)
         rr.stats.record_fallback()
-    return rr.table.pick_random(rng.random())
+        return Choice(rr.table.pick_random(rng.random()), How.FALLBACK)
+    return Choice(rr.table.pick_random(rng.random()), How.RANDOM)
 
 
 class _LimitedBody:
@@ -143,19 +165,19 @@ class ProxyHandler:
                 raise NoRouteError(f"no route matches {request.method} {request.path}")
             rr = rt.routes[matched.name]
             try:
-                variant = choose_variant(rr, request, self._rng)
+                choice = choose_variant(rr, request, self._rng)
             except SplitwayError as exc:
                 return error_response(exc, request_id, rr.config.name)
-            return await self._forward(request, rr, variant, request_id)
+            return await self._forward(request, rr, choice, request_id)
         except SplitwayError as exc:
             return error_response(exc, request_id)
         finally:
             rt.leave()
 
     async def _forward(
-        self, request: web.Request, rr: RouteRuntime, variant: str, request_id: str
+        self, request: web.Request, rr: RouteRuntime, choice: Choice, request_id: str
     ) -> web.StreamResponse:
-        route = rr.config.name
+        route, variant = rr.config.name, choice.variant
         stats = rr.stats.variant(variant)
         pool: BackendPool = rr.pools[variant]
         started = self._clock()
@@ -164,6 +186,8 @@ class ProxyHandler:
         aborted = False
         ticket: Ticket | None = None
         answered: aiohttp.ClientResponse | None = None
+        rule = rr.success if choice.how is not How.PIN else None  # pins are not randomised
+        verdict_body = Capture(EXPERIMENT_BODY_CAP) if rule and rule.needs_body else None
         rr.stats.enter()
         try:
             limit = rr.config.max_body_bytes
@@ -197,8 +221,9 @@ class ProxyHandler:
                 status = exc.status
                 return error_response(exc, request_id, route, variant)
             ttfb = self._clock() - started
+            sinks = tuple(c for c in (ticket.response if ticket else None, verdict_body) if c)
             status, response, aborted = await self._relay(
-                request, exchange, route, variant, request_id, stats, body, ticket)
+                request, exchange, route, variant, request_id, stats, body, sinks)
             if not aborted and status == exchange.response.status:
                 answered = exchange.response
             return response
@@ -209,6 +234,12 @@ class ProxyHandler:
             if ticket is not None:
                 ticket.end_primary(answered.status if answered else None, duration,
                                    answered.headers.get("content-type", "") if answered else "")
+            if rule is not None and status != CLIENT_CLOSED:
+                ok = answered is not None and rule.judge(
+                    status, answered.headers, verdict_body.data if verdict_body else None)
+                self._holder.experiments.record(
+                    rr, variant, success=ok, duration_s=duration, request_id=request_id,
+                    unit=choice.key, fallback=choice.how is How.FALLBACK)
 
     async def _relay(
         self,
@@ -219,7 +250,7 @@ class ProxyHandler:
         request_id: str,
         stats: VariantStats,
         body: _LimitedBody | None,
-        ticket: Ticket | None,
+        sinks: tuple[Capture, ...],
     ) -> tuple[int, web.StreamResponse, bool]:
         """Stream the upstream response to the client; returns (status, response, aborted)
         where ``aborted`` means the response was cut after its headers were sent."""
@@ -240,8 +271,8 @@ class ProxyHandler:
             try:
                 await out.prepare(request)
                 async for chunk in upstream.content.iter_any():
-                    if ticket is not None:
-                        ticket.response.feed(chunk)
+                    for sink in sinks:  # shadow comparison, experiment success rule
+                        sink.feed(chunk)
                     await out.write(chunk)
                 await out.write_eof()
             except (aiohttp.ClientError, TimeoutError) as exc:

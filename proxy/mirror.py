@@ -112,8 +112,9 @@ class ShadowRoute:
     stats: RouteStats
 
 
-class _Capture:
-    """Bytes kept up to a cap; ``data`` becomes None once the cap is passed."""
+class Capture:
+    """Bytes kept up to a cap; ``data`` becomes None once the cap is passed (a body too
+    large to compare or judge, never held whole)."""
 
     __slots__ = ("cap", "data")
 
@@ -142,7 +143,7 @@ class Ticket:
         self.headers = CIMultiDict(headers)
         self.headers[SHADOW_HEADER] = "1"
         cap = shadow.config.max_body_bytes
-        self.body, self.response = _Capture(cap), _Capture(cap)
+        self.body, self.response = Capture(cap), Capture(cap)
         self.request_done = asyncio.Event()
         self.primary_done = asyncio.Event()
         self.primary: Observed | None = None
@@ -245,7 +246,7 @@ class Mirror:
                                               timeout=timeout)
             clean = False
             try:
-                captured = _Capture(shadow.config.max_body_bytes)
+                captured = Capture(shadow.config.max_body_bytes)
                 async for chunk in exchange.response.content.iter_any():
                     captured.feed(chunk)  # drained to the end, kept up to the cap
                 clean = True

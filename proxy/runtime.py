@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from proxy.config import RouteConfig, Settings, effective_weights
+from proxy.experiment.success import SuccessRule
 from proxy.mirror import ShadowBook, ShadowRoute
 from proxy.observe import Observatory, RouteStats
 from proxy.routing import Router
@@ -38,7 +39,14 @@ class RouteRuntime:
     stats: RouteStats
     hash_source: tuple[str, str] | None  # ("header", "x-user-id"), ("client_ip", "")
     shadow: ShadowRoute | None = None
+    success: SuccessRule | None = None  # the experiment's, when the route has one
     weights_source: str = "config"  # "config" | "api" | "rollout"
+
+    @property
+    def salt(self) -> str:
+        """The hash salt: the experiment's name when the route runs one (two experiments on
+        one key space assign independently), the route's name otherwise."""
+        return split_salt(self.config)
 
     @property
     def weights(self) -> dict[str, float]:
@@ -76,11 +84,15 @@ class Runtime:
     def apply_weights(self, route: str, weights: Mapping[str, float], source: str) -> None:
         rr = self.routes[route]
         full = {v: float(weights.get(v, 0.0)) for v in rr.config.variants}
-        rr.table = SplitTable.build(route, full)
+        rr.table = SplitTable.build(rr.salt, full)
         rr.weights_source = source
 
     def live_weights(self) -> dict[str, dict[str, float]]:
         return {name: rr.weights for name, rr in self.routes.items()}
+
+
+def split_salt(route: RouteConfig) -> str:
+    return route.experiment.name if route.experiment is not None else route.name
 
 
 def _hash_source(route: RouteConfig) -> tuple[str, str] | None:
@@ -134,11 +146,12 @@ def build_runtime(
                         route.name, dict(override))
         routes[route.name] = RouteRuntime(
             config=route,
-            table=SplitTable.build(route.name, weights),
+            table=SplitTable.build(split_salt(route), weights),
             pools={v: pools[b] for v, b in route.variants.items()},
             stats=observatory.route(route.name),
             hash_source=_hash_source(route),
             shadow=_shadow_route(route, pools, observatory.route(route.name), books),
+            success=SuccessRule.of(route.experiment.success) if route.experiment else None,
             weights_source=source,
         )
     return Runtime(settings, Router.compile(settings.routes), routes, pools)

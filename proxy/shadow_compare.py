@@ -34,8 +34,14 @@ class Verdict:
     detail: str = ""
 
 
+def at_path(doc: Any, path: str) -> tuple[bool, Any]:
+    """Follow ``a.b[0].c`` (dots for keys, ``[i]`` for list items); ``(found, value)``."""
+    value = _at_path(doc, path)
+    return (value is not _MISSING, None if value is _MISSING else value)
+
+
 def _at_path(doc: Any, path: str) -> Any:
-    """Follow ``a.b[0].c`` (dots for keys, ``[i]`` for list items)."""
+    """Follow ``a.b[0].c``; ``_MISSING`` when the path does not exist."""
     node = doc
     for part in path.replace("[", ".[").split("."):
         if not part:

@@ -54,14 +54,18 @@ def _route(state: ProxyState, name: str) -> RouteRuntime:
     return rr
 
 
-async def start_rollout(request: web.Request) -> web.Response:
-    state, ctl = _controller(request)
-    rr = _route(state, request.match_info["route"])
+async def begin_rollout(state: ProxyState, route: str, body: StartBody, actor: str,
+                        ) -> m.RolloutState:
+    """Start a rollout (quarantine, registry gate and policy checks); used by the API and
+    by ``experiment conclude --rollout``."""
+    if state.rollouts is None:
+        raise NotFoundError("rollouts are not running")
+    ctl = state.rollouts
+    rr = _route(state, route)
     policy = rr.config.rollout
     if policy is None:
         raise InvalidInputError(f"route {rr.config.name!r} has no rollout policy",
                                 field="route")
-    body = parse_body(StartBody, await read_json(request))
     if body.strategy is not None:
         policy = policy.model_copy(update={"strategy": body.strategy})
     candidate = body.candidate or policy.candidate
@@ -90,9 +94,16 @@ async def start_rollout(request: web.Request) -> web.Response:
     st = m.start(uuid.uuid4().hex[:12], rr.config.name, policy, ctl.now(),
                  version=body.version,
                  candidate_backend=backend if body.version else None, candidate=candidate)
-    await ctl.commit(None, None, st, m.Event.STARTED, actor_of(request), details)
+    await ctl.commit(None, None, st, m.Event.STARTED, actor, details)
     if quarantined is not None:
         await state.store.kv_delete(NS_QUARANTINE, qkey)
+    return st
+
+
+async def start_rollout(request: web.Request) -> web.Response:
+    body = parse_body(StartBody, await read_json(request))
+    st = await begin_rollout(request.app[STATE], request.match_info["route"], body,
+                             actor_of(request))
     return web.json_response(st.document(), status=201)
 
 

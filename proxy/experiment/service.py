@@ -1,0 +1,199 @@
+"""The experiment service: lifecycle, counting on the request path, persistence, events.
+
+* **Lifecycle** — an experiment named in the config is *created* and *started* the first
+  time a proxy loads it (audited ``experiment.created`` / ``experiment.started``); it runs
+  until *stopped* or *concluded* (with the winner and who decided) through the API or CLI.
+  Nothing is counted once it is no longer running. The lifecycle lives in the state store,
+  so every proxy of a fleet agrees.
+* **Counting** — :meth:`ExperimentService.record` runs on the request path: a few integer
+  additions and one HdrHistogram record into this process's :class:`ExperimentBook`.
+  Every ``FLUSH_S`` the book is written to the store under this process's own key; a report
+  merges every contribution (:func:`proxy.experiment.book.merge`).
+* **Custom metrics** — ``POST /api/v1/experiments/{name}/events`` joins a later outcome to
+  the variant that served it: by ``unit`` (the hash split is recomputed from the key) or by
+  ``request_id`` (remembered for ``REQUEST_ID_TTL_S``, at most ``REQUEST_ID_MAX`` ids).
+* **Looks** — every flush is a look for the always-valid p-value: its running minimum is
+  persisted, and a point of the cumulative difference is appended to the series the plot
+  draws.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from proxy.errors import ConflictError, InvalidInputError, NotFoundError
+from proxy.experiment.book import ExperimentBook, merge
+from proxy.experiment.report import build_report, series_point
+
+if TYPE_CHECKING:
+    from proxy.app import ProxyState
+    from proxy.runtime import RouteRuntime
+
+log = logging.getLogger("splitway.experiment")
+
+NS_COUNTS = "experiment_counts"
+NS_META = "experiments"
+FLUSH_S = 5.0
+REQUEST_ID_TTL_S = 3600.0
+REQUEST_ID_MAX = 200_000
+SERIES_MAX = 500
+
+
+class ExperimentService:
+    def __init__(self, state: ProxyState, clock: Callable[[], float] = time.time) -> None:
+        self._state = state
+        self._clock = clock
+        self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.books: dict[str, ExperimentBook] = {}
+        self.meta: dict[str, dict[str, Any]] = {}
+        self._request_ids: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def sync(self, actor: str = "config") -> None:
+        """Create (and start) every experiment of the config seen for the first time."""
+        store, audit = self._state.store, self._state.audit
+        assert store is not None and audit is not None
+        async with self._lock:
+            self.meta = await store.kv_list(NS_META)
+            for rr in self._state.current.routes.values():
+                exp = rr.config.experiment
+                if exp is None:
+                    continue
+                self.books.setdefault(exp.name, ExperimentBook(tuple(rr.config.variants)))
+                if exp.name in self.meta:
+                    continue
+                meta = {"name": exp.name, "route": rr.config.name, "control": exp.control,
+                        "state": "running", "started_at": self._clock(), "seq": {},
+                        "series": []}
+                async with store.transaction() as tx:
+                    await store.kv_put(NS_META, exp.name, meta, tx=tx)
+                    details = {"route": rr.config.name, "control": exp.control,
+                               "variants": list(rr.config.variants),
+                               "success": exp.success.model_dump(exclude_none=True)}
+                    await audit.append(tx, "experiment.created", actor,
+                                       f"experiment/{exp.name}", details)
+                    await audit.append(tx, "experiment.started", actor,
+                                       f"experiment/{exp.name}", {"route": rr.config.name})
+                self.meta[exp.name] = meta
+
+    def running(self, name: str) -> bool:
+        meta = self.meta.get(name)
+        return meta is not None and meta["state"] == "running"
+
+    # -- the request path ----------------------------------------------------------------
+    def record(self, rr: RouteRuntime, variant: str, *, success: bool, duration_s: float,
+               unit: str | None, fallback: bool, request_id: str) -> None:
+        exp = rr.config.experiment
+        if exp is None or not self.running(exp.name):
+            return
+        book = self.books.get(exp.name)
+        if book is None:
+            return
+        book.record(variant, success, duration_s, weights=rr.weights, unit=unit,
+                    fallback=fallback)
+        ids = self._request_ids
+        ids[request_id] = (exp.name, variant, self._clock() + REQUEST_ID_TTL_S)
+        if len(ids) > REQUEST_ID_MAX:
+            ids.popitem(last=False)
+
+    # -- events --------------------------------------------------------------------------
+    def _route_of(self, name: str) -> RouteRuntime:
+        for rr in self._state.current.routes.values():
+            if rr.config.experiment is not None and rr.config.experiment.name == name:
+                return rr
+        raise NotFoundError(f"no experiment named {name!r}")
+
+    def event(self, name: str, body: Mapping[str, Any]) -> str:
+        """Join a custom metric value to a variant; returns the variant."""
+        rr = self._route_of(name)
+        if not self.running(name):
+            raise ConflictError(f"experiment {name!r} is {self.meta[name]['state']}")
+        metric, value = body.get("metric"), body.get("value")
+        if not isinstance(metric, str) or not metric or len(metric) > 64:
+            raise InvalidInputError("metric must be a name of 1-64 characters", field="metric")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInputError("value must be a number", field="value")
+        unit, request_id = body.get("unit"), body.get("request_id")
+        if (unit is None) == (request_id is None):
+            raise InvalidInputError("give exactly one of unit and request_id", field="unit")
+        if unit is not None:
+            if rr.hash_source is None:
+                raise InvalidInputError("unit needs a hash split; use request_id", field="unit")
+            variant = rr.table.pick_hash(str(unit))
+        else:
+            found = self._request_ids.get(str(request_id))
+            if found is None or found[0] != name or found[2] < self._clock():
+                raise NotFoundError(f"request id {request_id!r} is unknown or expired")
+            variant = found[1]
+        self.books[name].record_metric(variant, metric, float(value))
+        return variant
+
+    # -- persistence and reports ---------------------------------------------------------
+    async def flush(self) -> None:
+        store = self._state.store
+        assert store is not None
+        for name, book in self.books.items():
+            await store.kv_put(NS_COUNTS, f"{name}/{self.identity}", book.to_json())
+
+    async def look(self, name: str) -> dict[str, Any]:
+        """Flush, merge every contribution, update the running minimum of the sequential
+        p-values and the series; returns the report (contract §9)."""
+        store = self._state.store
+        assert store is not None
+        if name not in self.meta:
+            raise NotFoundError(f"no experiment named {name!r}")
+        await self.flush()
+        rows = await store.kv_list(NS_COUNTS)
+        totals = merge([v for k, v in rows.items() if k.rsplit("/", 1)[0] == name])
+        meta = self.meta[name]
+        rr = self._route_of(name)
+        report, seq = build_report(meta, totals, rr)
+        if meta["state"] == "running":
+            meta["seq"] = seq
+            point = series_point(self._clock(), report)
+            meta["series"] = [*meta.get("series", []), point][-SERIES_MAX:]
+            await store.kv_put(NS_META, name, meta)
+        report["series"] = meta.get("series", [])
+        return report
+
+    async def loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            for name in list(self.books):
+                try:
+                    if self.running(name):
+                        await self.look(name)
+                except Exception:  # a bad look must not stop counting
+                    log.exception("experiment %s: look failed", name)
+
+    async def finish(self, name: str, actor: str, winner: str | None) -> dict[str, Any]:
+        """Stop (``winner`` None) or conclude an experiment; audited."""
+        store, audit = self._state.store, self._state.audit
+        assert store is not None and audit is not None
+        rr = self._route_of(name)
+        if winner is not None and winner not in rr.config.variants:
+            raise InvalidInputError(f"{winner!r} is not a variant of {rr.config.name!r}",
+                                    field="winner")
+        report = await self.look(name)
+        async with self._lock:
+            meta = self.meta[name]
+            if meta["state"] == "concluded" or (meta["state"] == "stopped" and winner is None):
+                raise ConflictError(f"experiment {name!r} is already {meta['state']}")
+            meta.update(state="concluded" if winner else "stopped", winner=winner,
+                        decided_by=actor, ended_at=self._clock())
+            kind = "experiment.concluded" if winner else "experiment.stopped"
+            async with store.transaction() as tx:
+                await store.kv_put(NS_META, name, meta, tx=tx)
+                await audit.append(tx, kind, actor, f"experiment/{name}",
+                                   {"winner": winner, "route": rr.config.name,
+                                    "comparisons": report["comparisons"]})
+        return {**report, "state": meta["state"], "winner": winner, "decided_by": actor}
