@@ -202,6 +202,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
                 log.exception("could not save experiment counts")
         await state.mirror.close()
         await notifier.close()
+        if state.rollouts is not None:
+            await state.rollouts.close()
         if state._runtime is not None:
             for pool in state._runtime.pools.values():
                 await pool.close()

@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "control.cli_models",
     "control.cli_audit",
     "proxy.rollout.cli",
+    "control.cli_ci",
     "proxy.experiment.cli",
 )
 

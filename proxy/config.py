@@ -287,6 +287,25 @@ class Shadow(Model):
     compare: Compare = Compare()
 
 
+class JsonMetric(Model):
+    """A numeric field of the responses (e.g. a confidence score): the candidate fails when
+    its mean is significantly below the baseline's by more than ``max_drop``."""
+
+    path: str
+    max_drop: NonNegativeFloat = 0.0
+
+
+class PromCheck(Model):
+    """A PromQL query (fleet-wide figures); ``{route}``, ``{baseline}`` and ``{candidate}``
+    are replaced. Fails when the value is above ``max`` or below ``min``."""
+
+    url: Url
+    query: str
+    max: Float | None = None
+    min: Float | None = None
+    timeout_s: PositiveFloat = 5.0
+
+
 class Analysis(Model):
     """The checks that gate each rollout step."""
 
@@ -299,6 +318,8 @@ class Analysis(Model):
     alpha_vs_baseline: Annotated[Float, Field(gt=0, lt=0.5)] = 0.001
     critical_error_rate: Annotated[Float, Field(gt=0, le=1)] = 0.5
     critical_min_requests: Annotated[Int, Field(ge=1)] = 20
+    json_metric: JsonMetric | None = None
+    prometheus: tuple[PromCheck, ...] = ()
 
 
 class ShadowPhase(Model):

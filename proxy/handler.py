@@ -42,6 +42,7 @@ from proxy.headers import (
 from proxy.mirror import Capture, Mirror, Ticket
 from proxy.observe import VariantStats
 from proxy.runtime import RouteRuntime, Runtime
+from proxy.shadow_compare import json_number
 from proxy.upstream import BackendPool, Exchange, translate
 
 CLIENT_CLOSED = 499
@@ -188,6 +189,8 @@ class ProxyHandler:
         answered: aiohttp.ClientResponse | None = None
         rule = rr.success if choice.how is not How.PIN else None  # pins are not randomised
         verdict_body = Capture(EXPERIMENT_BODY_CAP) if rule and rule.needs_body else None
+        field_path = rr.json_field  # a rollout's json_metric check is reading this field
+        field_body = Capture(EXPERIMENT_BODY_CAP) if field_path else None
         rr.stats.enter()
         try:
             limit = rr.config.max_body_bytes
@@ -221,7 +224,8 @@ class ProxyHandler:
                 status = exc.status
                 return error_response(exc, request_id, route, variant)
             ttfb = self._clock() - started
-            sinks = tuple(c for c in (ticket.response if ticket else None, verdict_body) if c)
+            sinks = tuple(c for c in (ticket.response if ticket else None, verdict_body,
+                                      field_body) if c)
             status, response, aborted = await self._relay(
                 request, exchange, route, variant, request_id, stats, body, sinks)
             if not aborted and status == exchange.response.status:
@@ -234,6 +238,10 @@ class ProxyHandler:
             if ticket is not None:
                 ticket.end_primary(answered.status if answered else None, duration,
                                    answered.headers.get("content-type", "") if answered else "")
+            if field_path and field_body is not None and field_body.data and answered:
+                value = json_number(field_body.data, field_path)
+                if value is not None:
+                    stats.record_field(value)
             if rule is not None and status != CLIENT_CLOSED:
                 ok = answered is not None and rule.judge(
                     status, answered.headers, verdict_body.data if verdict_body else None)

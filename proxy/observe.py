@@ -85,8 +85,8 @@ class VariantStats:
     """Counters and histograms of one variant of one route (the per-request hot path)."""
 
     __slots__ = ("_codes", "_dur_buckets", "_ttfb_buckets", "aborted", "count",
-                 "duration_sum_s", "latency", "name", "route", "ttfb", "ttfb_sum_s",
-                 "upstream_errors")
+                 "duration_sum_s", "field_values", "latency", "name", "route", "ttfb",
+                 "ttfb_sum_s", "upstream_errors")
 
     def __init__(self, route: str, name: str) -> None:
         self.route = route
@@ -97,6 +97,7 @@ class VariantStats:
         self.aborted = 0
         self.latency = new_histogram()
         self.ttfb = new_histogram()
+        self.field_values: tuple[int, float, float] = (0, 0.0, 0.0)
         # index 0 is unused so that ``status // 100`` indexes directly
         self._codes = [0] * 6
         # non-cumulative counts per le bound; the last slot is +Inf. Counted exactly at
@@ -128,6 +129,11 @@ class VariantStats:
         if aborted:
             self.aborted += 1
 
+    def record_field(self, x: float) -> None:
+        """A numeric response field a rollout's ``json_metric`` check compares."""
+        n, s, ss = self.field_values
+        self.field_values = (n + 1, s + x, ss + x * x)
+
     def record_upstream_error(self, reason: UpstreamReason) -> None:
         """Count one failed upstream attempt (retried ones too); ``record()`` still gets
         the response the client finally saw."""
@@ -154,7 +160,8 @@ class VariantStats:
         return VariantSnapshot(
             requests=self.count, errors=codes["5xx"] + self.aborted, codes=codes,
             upstream_errors=dict(self.upstream_errors), duration_sum_s=self.duration_sum_s,
-            latency=_from_counts(_counts(self.latency)), at=time.monotonic())
+            latency=_from_counts(_counts(self.latency)), at=time.monotonic(),
+            field_values=self.field_values)
 
 
 def _cumulative(counts: list[int]) -> list[int]:
@@ -181,6 +188,8 @@ class VariantSnapshot:
     duration_sum_s: float
     latency: HdrHistogram
     at: float
+    # (n, sum, sum of squares) of a numeric response field, while a rollout asks for one
+    field_values: tuple[int, float, float] = (0, 0.0, 0.0)
 
     @property
     def error_rate(self) -> float:
@@ -200,7 +209,10 @@ def delta(later: VariantSnapshot, earlier: VariantSnapshot) -> VariantSnapshot:
         upstream_errors={k: v - earlier.upstream_errors.get(k, 0)
                          for k, v in later.upstream_errors.items()},
         duration_sum_s=later.duration_sum_s - earlier.duration_sum_s,
-        latency=_from_counts(diff.astype(np.uint64)), at=later.at)
+        latency=_from_counts(diff.astype(np.uint64)), at=later.at,
+        field_values=(later.field_values[0] - earlier.field_values[0],
+                      later.field_values[1] - earlier.field_values[1],
+                      later.field_values[2] - earlier.field_values[2]))
 
 
 def quantiles_ms(hist: HdrHistogram, percentiles: Iterable[float] = (50, 95, 99)

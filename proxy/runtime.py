@@ -40,6 +40,7 @@ class RouteRuntime:
     hash_source: tuple[str, str] | None  # ("header", "x-user-id"), ("client_ip", "")
     shadow: ShadowRoute | None = None
     success: SuccessRule | None = None  # the experiment's, when the route has one
+    json_field: str | None = None  # set by the rollout controller while a check needs it
     weights_source: str = "config"  # "config" | "api" | "rollout"
 
     @property

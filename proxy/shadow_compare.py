@@ -40,6 +40,17 @@ def at_path(doc: Any, path: str) -> tuple[bool, Any]:
     return (value is not _MISSING, None if value is _MISSING else value)
 
 
+def json_number(body: bytes | bytearray, path: str) -> float | None:
+    """The number at ``path`` of a JSON body, or None (not JSON, missing, not a number)."""
+    doc = _json(bytes(body))
+    if doc is _MISSING:
+        return None
+    value = _at_path(doc, path)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
 def _at_path(doc: Any, path: str) -> Any:
     """Follow ``a.b[0].c``; ``_MISSING`` when the path does not exist."""
     node = doc

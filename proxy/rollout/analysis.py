@@ -22,6 +22,11 @@ chosen so that noise alone does not roll a healthy version back:
   ``max_latency_ratio`` *and* a one-sided Mann–Whitney test (candidate slower) agrees
   (p < ``alpha``).
 
+* **custom** — a numeric JSON field of the responses (``json_metric``: fails when the
+  candidate's mean is significantly below the baseline's by more than ``max_drop``,
+  one-sided Welch test) and PromQL queries (``prometheus``: fleet-wide figures against a
+  ``max``/``min``; evaluated by the controller and passed in as ``extra`` checks).
+
 In ``health`` mode (rolling updates, blue-green's pinned phase with no baseline traffic) only
 the critical and absolute error checks apply.
 """
@@ -33,6 +38,8 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+
+from scipy import stats as _st
 
 from proxy.stats import (
     binomial_above,
@@ -61,6 +68,8 @@ class Policy:
     critical_error_rate: float = 0.5
     critical_min_requests: int = 20
     health_only: bool = False
+    json_path: str | None = None  # the response field compared by the json_metric check
+    json_max_drop: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +80,7 @@ class Arm:
     requests: int
     errors: int
     latency: tuple[tuple[float, int], ...] = ()
+    field: tuple[int, float, float] = (0, 0.0, 0.0)  # n, sum, sum of squares
 
     @property
     def error_rate(self) -> float:
@@ -166,8 +176,29 @@ def _latency_check(p: Policy, base: Arm, cand: Arm) -> Check:
                                   f"p={p_mw:.2g}: not significant")
 
 
-def judge(p: Policy, base: Arm, cand: Arm) -> Judgement:
-    """Judge one window (see the module docstring for the rules)."""
+def _field_check(p: Policy, base: Arm, cand: Arm) -> Check:
+    """One-sided Welch test that the candidate's mean of the JSON field is below the
+    baseline's by more than ``json_max_drop``."""
+    (nb, sb, ssb), (nc, sc, ssc) = base.field, cand.field
+    name = f"json:{p.json_path}"
+    if nb < 2 or nc < 2:
+        return Check(name, None, f"field seen in {nc} candidate / {nb} baseline responses")
+    mb, mc = sb / nb, sc / nc
+    vb, vc = max(0.0, (ssb - nb * mb * mb) / (nb - 1)), max(0.0, (ssc - nc * mc * mc) / (nc - 1))
+    se = math.sqrt(vb / nb + vc / nc)
+    label = f"mean candidate {mc:.4g} vs baseline {mb:.4g} (max drop {p.json_max_drop:g})"
+    if se == 0:
+        return Check(name, mb - mc <= p.json_max_drop, label)
+    df = se**4 / ((vb / nb) ** 2 / max(nb - 1, 1) + (vc / nc) ** 2 / max(nc - 1, 1))
+    p_drop = float(_st.t.sf((mb - mc - p.json_max_drop) / se, df))
+    if p_drop < p.alpha:
+        return Check(name, False, f"{label}: dropped, Welch p={p_drop:.2g} < {p.alpha}")
+    return Check(name, True, f"{label} (Welch p={p_drop:.2g})")
+
+
+def judge(p: Policy, base: Arm, cand: Arm, extra: Sequence[Check] = ()) -> Judgement:
+    """Judge one window (see the module docstring for the rules); ``extra`` are checks
+    made elsewhere (PromQL queries) that join the verdict."""
     if cand.requests >= p.critical_min_requests and cand.error_rate >= p.critical_error_rate:
         check = Check("critical", False, f"candidate {cand.errors}/{cand.requests} errors "
                                          f"≥ {p.critical_error_rate:.0%}")
@@ -179,7 +210,9 @@ def judge(p: Policy, base: Arm, cand: Arm) -> Judgement:
     checks: list[Check] = [_error_check(p, base, cand)]
     if not p.health_only:
         checks.append(_latency_check(p, base, cand))
-    return _combine(checks)
+        if p.json_path is not None:
+            checks.append(_field_check(p, base, cand))
+    return _combine([*checks, *extra])
 
 
 def _combine(checks: Sequence[Check]) -> Judgement:

@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from hdrh.histogram import HdrHistogram
 
 from proxy.config import Rollout
@@ -34,7 +35,7 @@ from proxy.errors import ConflictError
 from proxy.notify import Notifier
 from proxy.observe import VariantSnapshot, delta
 from proxy.rollout import machine as m
-from proxy.rollout.analysis import Arm, Judgement, Policy, judge, judge_shadow
+from proxy.rollout.analysis import Arm, Check, Judgement, Policy, judge, judge_shadow
 from proxy.rollout.registry_link import record_outcome
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def arm(snap: VariantSnapshot) -> Arm:
     hist: HdrHistogram = snap.latency
     buckets = tuple((item.value_iterated_to / 1000.0, item.count_added_in_this_iter_step)
                     for item in hist.get_recorded_iterator())
-    return Arm(snap.requests, snap.errors, buckets)
+    return Arm(snap.requests, snap.errors, buckets, snap.field_values)
 
 
 def judge_policy(policy: Rollout) -> Policy:
@@ -67,7 +68,41 @@ def judge_policy(policy: Rollout) -> Policy:
                   alpha=a.alpha, alpha_vs_baseline=a.alpha_vs_baseline,
                   critical_error_rate=a.critical_error_rate,
                   critical_min_requests=a.critical_min_requests,
-                  health_only=policy.strategy in ("rolling", "blue_green"))
+                  health_only=policy.strategy in ("rolling", "blue_green"),
+                  json_path=a.json_metric.path if a.json_metric else None,
+                  json_max_drop=a.json_metric.max_drop if a.json_metric else 0.0)
+
+
+async def prometheus_checks(session: aiohttp.ClientSession, policy: Rollout,
+                            st: m.RolloutState) -> list[Check]:
+    """Run the policy's PromQL queries (instant queries, first sample's value)."""
+    checks = []
+    for i, q in enumerate(policy.analysis.prometheus):
+        query = q.query.replace("{route}", st.route).replace("{baseline}", st.baseline)
+        query = query.replace("{candidate}", st.candidate)
+        name = f"prometheus[{i}]"
+        try:
+            async with session.get(q.url.rstrip("/") + "/api/v1/query",
+                                   params={"query": query},
+                                   timeout=aiohttp.ClientTimeout(total=q.timeout_s)) as r:
+                body = await r.json(content_type=None)
+            data = body["data"]
+            result = data["result"]
+            raw = result[1] if data["resultType"] == "scalar" else (
+                result[0]["value"][1] if result else None)
+        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, IndexError,
+                TypeError) as exc:
+            checks.append(Check(name, None, f"query failed: {type(exc).__name__}"))
+            continue
+        if raw is None:
+            checks.append(Check(name, None, f"{query!r} returned no data"))
+            continue
+        value = float(raw)
+        ok = (q.max is None or value <= q.max) and (q.min is None or value >= q.min)
+        bounds = " ".join(f"{k} {v:g}" for k, v in (("max", q.max), ("min", q.min))
+                          if v is not None)
+        checks.append(Check(name, ok, f"{query} = {value:g} ({bounds})"))
+    return checks
 
 
 class RolloutController:
@@ -80,6 +115,7 @@ class RolloutController:
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.is_leader = False
         self._states: dict[str, tuple[int, m.RolloutState]] = {}
+        self._http: aiohttp.ClientSession | None = None
         # route -> (rollout id, step, step start) of the window and its starting snapshots
         self._windows: dict[str, tuple[tuple[str, int, float], dict[str, VariantSnapshot]]] = {}
 
@@ -112,6 +148,7 @@ class RolloutController:
         states = await self.load()
         for rev, st in states.values():
             self._ensure_backend(st)
+            self._ensure_field(st)
             if self.is_leader and st.status is m.Status.PROGRESSING:
                 await self._advance(rev, st)
 
@@ -128,6 +165,19 @@ class RolloutController:
                 return True
         return False
 
+    def _ensure_field(self, st: m.RolloutState) -> None:
+        """Ask the request path to read the policy's JSON field while the rollout runs."""
+        rr = self._state.current.routes.get(st.route)
+        if rr is None:
+            return
+        metric = rr.config.rollout.analysis.json_metric if rr.config.rollout else None
+        rr.json_field = metric.path if metric is not None and st.status in m.ACTIVE else None
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
     def _ensure_backend(self, st: m.RolloutState) -> None:
         """Point the candidate variant at the version's backend while it is not finished
         (or finished as the winner)."""
@@ -139,8 +189,8 @@ class RolloutController:
             rr.pools[st.candidate] = pool
 
     # -- judging ------------------------------------------------------------------------------
-    def _judge(self, st: m.RolloutState, rr: RouteRuntime, policy: Rollout,
-               ) -> tuple[Judgement, dict[str, dict[str, Any]]]:
+    async def _judge(self, st: m.RolloutState, rr: RouteRuntime, policy: Rollout,
+                     ) -> tuple[Judgement, dict[str, dict[str, Any]]]:
         if st.step == m.SHADOW_STEP:
             phase = policy.shadow_phase
             assert phase is not None
@@ -155,7 +205,12 @@ class RolloutController:
         window = self._windows[st.route]
         base = arm(delta(now_snaps[st.baseline], window[1][st.baseline]))
         cand = arm(delta(now_snaps[st.candidate], window[1][st.candidate]))
-        return (judge(judge_policy(policy), base, cand),
+        extra: list[Check] = []
+        if policy.analysis.prometheus and self._clock() >= st.next_judge_at:
+            if self._http is None:
+                self._http = aiohttp.ClientSession()
+            extra = await prometheus_checks(self._http, policy, st)
+        return (judge(judge_policy(policy), base, cand, extra),
                 {"baseline": base.summary(), "candidate": cand.summary()})
 
     async def _advance(self, rev: int, st: m.RolloutState) -> None:
@@ -175,7 +230,7 @@ class RolloutController:
                                         next_judge_at=now + policy.step_interval_s)
             await self.commit(rev, st, fresh, m.Event.HOLD, CONTROLLER)
             return
-        judgement, arms = self._judge(st, rr, policy)
+        judgement, arms = await self._judge(st, rr, policy)
         new, event = m.on_tick(st, policy, judgement, now, arms)
         if event is None:
             return

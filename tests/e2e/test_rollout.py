@@ -284,3 +284,44 @@ async def test_low_traffic_window_keeps_growing_through_holds(
     holds = [a["candidate"]["requests"] for a in doc["analyses"] if a["decision"] == "hold"]
     assert len(holds) >= 2 and holds == sorted(holds), holds  # the window only grows
     assert doc["state"] == "succeeded"
+
+
+async def test_custom_checks_json_field_and_promql(
+    tmp_path: Path, sample_servers: StartServer
+) -> None:
+    from aiohttp import web
+
+    v1 = await sample_servers("v1", latency_ms=1, prediction=0.9)
+    v2 = await sample_servers("v2", latency_ms=1, prediction=0.5)  # less confident
+    queries: list[str] = []
+
+    async def prom(request: web.Request) -> web.Response:
+        queries.append(request.query["query"])
+        return web.json_response({"status": "success", "data": {
+            "resultType": "vector", "result": [{"metric": {}, "value": [0, "0.002"]}]}})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/query", prom)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    prom_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        analysis = {**FAST, "json_metric": {"path": "predictions[0]", "max_drop": 0.1},
+                    "prometheus": [{"url": prom_url, "max": 0.01,
+                                    "query": 'sum(rate(errors{variant="{candidate}"}[1m]))'}]}
+        cfg = tokens_free(rollout_cfg(v1.url, v2.url, steps=[50, 100], analysis=analysis),
+                          tmp_path)
+        async with running_proxy(tmp_path, cfg) as p, \
+                aiohttp.ClientSession(headers=AUTH) as http, steady_load(p.data_url + "/p"):
+            await api(http, p, "POST", "/api/v1/routes/r/rollouts", {})
+            _, doc = await poll(lambda: api(http, p, "GET", "/api/v1/routes/r/rollout"),
+                                lambda sd: sd[1]["state"] != "progressing")
+    finally:
+        await runner.cleanup()
+    assert doc["state"] == "rolled_back"
+    assert "dropped, Welch" in doc["reason"]
+    checks = {c["name"]: c for c in doc["analyses"][-1]["checks"]}
+    assert checks["json:predictions[0]"]["passed"] is False
+    assert checks["prometheus[0]"]["passed"] is True
+    assert 'variant="canary"' in queries[0]

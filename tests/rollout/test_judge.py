@@ -20,6 +20,15 @@ def arm(n: int, errors: int = 0, ms: float = 20.0, spread: float = 0.0) -> Arm:
     return Arm(n, errors, hist(values))
 
 
+NOISE = np.random.default_rng(3).normal(0, 0.05, 2000)
+JSON = Policy(min_requests=100, latency_quantile=0.9, json_path="confidence",
+              json_max_drop=0.05)
+
+
+def field_of(values: np.ndarray) -> tuple[int, float, float]:
+    return (len(values), float(values.sum()), float((values**2).sum()))
+
+
 P = Policy(min_requests=100, max_error_rate=0.01, max_latency_ratio=1.5, latency_quantile=0.9)
 P99 = Policy(min_requests=100, latency_quantile=0.99)
 HEALTH = Policy(min_requests=100, health_only=True)
@@ -73,6 +82,16 @@ ROWS = [
      Policy(min_requests=100, latency_quantile=0.9, max_latency_ratio=1.5),
      arm(2000, 0, 20, 1), Arm(200, 0, ((19.0, 90), (20.0, 80), (100.0, 30))), Verdict.PASS,
      "not significant"),
+    ("json field mean dropped significantly fails", JSON,
+     Arm(2000, 0, hist(np.full(2000, 20.0)), field_of(np.full(2000, 0.9) + NOISE)),
+     Arm(500, 0, hist(np.full(500, 20.0)), field_of(np.full(500, 0.6) + NOISE[:500])),
+     Verdict.FAIL, "dropped"),
+    ("json field drop within max_drop passes", JSON,
+     Arm(2000, 0, hist(np.full(2000, 20.0)), field_of(np.full(2000, 0.9) + NOISE)),
+     Arm(500, 0, hist(np.full(500, 20.0)), field_of(np.full(500, 0.88) + NOISE[:500])),
+     Verdict.PASS, "Welch"),
+    ("json field never seen holds", JSON, arm(2000, 0, 20, 1), arm(500, 0, 20, 1),
+     Verdict.HOLD, "field seen in 0"),
 ]
 
 
