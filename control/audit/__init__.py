@@ -3,7 +3,8 @@
 :mod:`control.audit.chain` is the pure hash-chain core (events, hashing,
 :func:`verify_chain`); :mod:`control.audit.log` is :class:`AuditLog`, its async shell over
 a :class:`control.store.Store`. Event ids are ``"evt-<seq>"`` where ``seq`` is the
-chain position (1, 2, 3...).
+chain position (1, 2, 3...). :mod:`control.audit.params` parses the filters and pages
+the admin API and the CLI accept.
 """
 
 from control.audit.chain import (
@@ -23,6 +24,14 @@ from control.audit.chain import (
     verify_chain,
 )
 from control.audit.log import AUDIT_LOCK_KEY, AuditFilters, AuditLog
+from control.audit.params import (
+    Page,
+    check_known,
+    parse_cli_time,
+    parse_filters,
+    parse_page,
+    parse_rfc3339,
+)
 
 __all__ = [
     "AUDIT_LOCK_KEY",
@@ -34,12 +43,18 @@ __all__ = [
     "ChainLink",
     "EventType",
     "ExportFormat",
+    "Page",
     "Severity",
     "VerifyResult",
     "canonical_json",
     "chain_event",
+    "check_known",
     "compute_hash",
     "format_ts",
+    "parse_cli_time",
+    "parse_filters",
+    "parse_page",
+    "parse_rfc3339",
     "utc_now",
     "verify_chain",
 ]

@@ -58,6 +58,7 @@ class AuditFilters(TypedDict, total=False):
     severity: Severity | str
     since: datetime | str  # inclusive
     until: datetime | str  # exclusive
+    max_seq: int  # inclusive: read the log as it was when this seq was its head
 
 
 def _ts_param(value: datetime | str, field: str) -> str:
@@ -90,6 +91,9 @@ def _where(filters: AuditFilters) -> tuple[list[str], list[Any]]:
     if (until := filters.get("until")) is not None:
         clauses.append("ts < ?")
         params.append(_ts_param(until, "until"))
+    if (max_seq := filters.get("max_seq")) is not None:
+        clauses.append("seq <= ?")
+        params.append(int(max_seq))
     return clauses, params
 
 
@@ -149,6 +153,12 @@ class AuditLog:
         """Append one event in a transaction of its own."""
         async with self._store.transaction() as tx:
             return await self.append(tx, type, actor, resource, details, severity)
+
+    async def head(self) -> ChainHead | None:
+        """The newest event's ``seq`` and ``hash`` (``None`` for an empty log)."""
+        async with self._store.transaction(readonly=True) as tx:
+            row = await tx.fetchone("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        return ChainHead(int(row["seq"]), str(row["hash"])) if row else None
 
     async def verify(self, *, batch_size: int = 1000) -> VerifyResult:
         """Check the whole chain, oldest first, a batch per read-only transaction."""

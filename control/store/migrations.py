@@ -102,6 +102,90 @@ MIGRATIONS: tuple[Migration, ...] = (
             CREATE INDEX audit_events_ts ON audit_events (ts)
         """,
     ),
+    Migration(
+        3,
+        "content-addressed artifacts",
+        sqlite="""
+            CREATE TABLE artifacts (
+                sha256       TEXT PRIMARY KEY,
+                size         INTEGER NOT NULL,
+                content      BLOB NOT NULL,
+                created_at   TEXT NOT NULL
+            )
+        """,
+        postgresql="""
+            CREATE TABLE artifacts (
+                sha256       TEXT PRIMARY KEY,
+                size         BIGINT NOT NULL,
+                content      BYTEA NOT NULL,
+                created_at   TEXT NOT NULL
+            )
+        """,
+    ),
+    Migration(
+        4,
+        "model registry and promotions",
+        common="""
+            CREATE TABLE models (
+                name         TEXT PRIMARY KEY,
+                created_at   TEXT NOT NULL,
+                created_by   TEXT NOT NULL
+            );
+            CREATE TABLE model_versions (
+                model              TEXT NOT NULL REFERENCES models (name),
+                version            TEXT NOT NULL,
+                stage              TEXT NOT NULL,
+                stage_promotion_id TEXT,
+                stage_changed_at   TEXT NOT NULL,
+                description        TEXT NOT NULL,
+                metrics_json       TEXT NOT NULL,
+                params_json        TEXT NOT NULL,
+                tags_json          TEXT NOT NULL,
+                lineage_json       TEXT NOT NULL,
+                backend            TEXT NOT NULL,
+                artifact_uri       TEXT,
+                artifact_sha256    TEXT REFERENCES artifacts (sha256),
+                created_at         TEXT NOT NULL,
+                created_by         TEXT NOT NULL,
+                PRIMARY KEY (model, version)
+            );
+            CREATE UNIQUE INDEX model_versions_one_production
+                ON model_versions (model) WHERE stage = 'production';
+            CREATE TABLE promotions (
+                id            TEXT PRIMARY KEY,
+                model         TEXT NOT NULL,
+                version       TEXT NOT NULL,
+                from_stage    TEXT NOT NULL,
+                to_stage      TEXT NOT NULL,
+                justification TEXT NOT NULL,
+                requested_by  TEXT NOT NULL,
+                requested_at  TEXT NOT NULL,
+                state         TEXT NOT NULL,
+                closed_by     TEXT,
+                closed_at     TEXT,
+                FOREIGN KEY (model, version) REFERENCES model_versions (model, version)
+            );
+            CREATE UNIQUE INDEX promotions_one_pending
+                ON promotions (model, version) WHERE state = 'pending';
+            CREATE INDEX promotions_by_time ON promotions (requested_at);
+            CREATE TABLE promotion_reviews (
+                promotion_id  TEXT NOT NULL REFERENCES promotions (id),
+                reviewer      TEXT NOT NULL,
+                decision      TEXT NOT NULL,
+                comment       TEXT,
+                at            TEXT NOT NULL,
+                PRIMARY KEY (promotion_id, reviewer)
+            );
+            CREATE TABLE promotion_comments (
+                promotion_id  TEXT NOT NULL REFERENCES promotions (id),
+                seq           INTEGER NOT NULL,
+                author        TEXT NOT NULL,
+                body          TEXT NOT NULL,
+                at            TEXT NOT NULL,
+                PRIMARY KEY (promotion_id, seq)
+            )
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

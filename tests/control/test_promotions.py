@@ -12,8 +12,9 @@ from control.approvals import Policy, PromotionState, SelfApprovalError, Stage
 from control.audit import AuditEvent
 from control.auth import Principal, Role
 from control.gate import GateRefusedError, may_serve, record_deployment
+from control.model_version import NewVersion
 from control.promotions import Promotions
-from control.registry import NewVersion, Registry
+from control.registry import Registry
 from control.store import Store
 from proxy.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 

@@ -11,8 +11,9 @@ import pytest
 from control.approvals import Policy, Stage
 from control.artifacts import get_artifact, put_artifact
 from control.auth import Principal, Role
+from control.model_version import ArtifactRef, Lineage, NewVersion
 from control.promotions import Promotions
-from control.registry import ArtifactRef, Lineage, NewVersion, Registry
+from control.registry import Registry
 from control.store import Store
 from proxy.errors import ConflictError, InvalidInputError, NotFoundError, StoreError
 
