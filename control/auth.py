@@ -94,7 +94,7 @@ class TokenEntry(_Model):
     @field_validator("sha256")
     @classmethod
     def _sha256(cls, v: str) -> str:
-        if not _SHA256_RE.match(v):
+        if not _SHA256_RE.fullmatch(v):
             raise ValueError("should be 64 lowercase hex digits (the token's SHA-256)")
         return v
 

@@ -15,17 +15,13 @@ returned SHA-256.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from control.artifacts import MAX_ARTIFACT_BYTES
 from control.versions import check_name, check_version
-from proxy.admin_client import ClientFailure
 from proxy.cliutil import Parser, UsageError, add_client_options, client, print_json, print_table
 from proxy.errors import InvalidInputError
 
@@ -73,22 +69,7 @@ def _upload(args: argparse.Namespace, path: Path) -> str:
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror or exc}") from None
 
-    async def send() -> Any:
-        headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
-        try:
-            async with aiohttp.ClientSession() as session, session.post(
-                    args.admin_url.rstrip("/") + "/api/v1/artifacts", data=data,
-                    headers={**headers, "Content-Type": "application/octet-stream"}) as resp:
-                body = await resp.json() if resp.content_type == "application/json" else {}
-                if resp.status >= 400:
-                    raise ClientFailure(f"{resp.status} {body.get('detail', resp.reason)}",
-                                        2 if resp.status in (400, 413, 422) else 1)
-                return body
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ClientFailure(f"cannot reach the admin API at {args.admin_url}: {exc}") \
-                from exc
-
-    return str(asyncio.run(send())["sha256"])
+    return str(client(args).call("POST", "/api/v1/artifacts", raw=data)["sha256"])
 
 
 def cmd_register(args: argparse.Namespace) -> int:

@@ -30,19 +30,22 @@ class AdminClient:
     timeout_s: float = 30.0
 
     def call(self, method: str, path: str, body: Any = None,
-             params: dict[str, str] | None = None) -> Any:
-        """One request; returns the decoded JSON (or text) or raises :class:`ClientFailure`."""
-        return asyncio.run(self._call(method, path, body, params))
+             params: dict[str, str] | None = None, *, raw: bytes | None = None) -> Any:
+        """One request (a JSON ``body``, or ``raw`` bytes sent as octet-stream); returns
+        the decoded JSON (or text) or raises :class:`ClientFailure`."""
+        return asyncio.run(self._call(method, path, body, params, raw))
 
     async def _call(self, method: str, path: str, body: Any,
-                    params: dict[str, str] | None) -> Any:
+                    params: dict[str, str] | None, raw: bytes | None) -> Any:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        if raw is not None:
+            headers["Content-Type"] = "application/octet-stream"
         url = self.base_url.rstrip("/") + path
         try:
             async with aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s)
-            ) as session, session.request(method, url, json=body, headers=headers,
-                                          params=params) as resp:
+            ) as session, session.request(method, url, json=body if raw is None else None,
+                                          data=raw, headers=headers, params=params) as resp:
                 text = await resp.text()
                 status = resp.status
                 is_json = resp.content_type == "application/json"
@@ -54,5 +57,6 @@ class AdminClient:
             detail = data.get("detail") if isinstance(data, dict) else text
             field = data.get("field") if isinstance(data, dict) else None
             where = f" ({field})" if field else ""
-            raise ClientFailure(f"{status} {detail}{where}", 2 if status in (400, 422) else 1)
+            raise ClientFailure(f"{status} {detail}{where}",
+                                2 if status in (400, 413, 422) else 1)
         return data

@@ -116,7 +116,7 @@ def parse_listen(value: str) -> HostPort:
             raise ValueError(f"{value!r} is not host:port")
         if ":" in host:
             raise ValueError(f"{value!r}: write an IPv6 address in brackets, [addr]:port")
-        if not _HOST_RE.match(host):
+        if not _HOST_RE.fullmatch(host):
             raise ValueError(f"{host!r} in {value!r} is not a host name or address")
     if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"port {port_text!r} in {value!r} is not 0..65535")
@@ -146,7 +146,7 @@ def _methods(value: Any) -> Any:
     if isinstance(value, list | tuple):
         out = tuple(str(m).strip().upper() for m in value)
         for m in out:
-            if not _METHOD_RE.match(m):
+            if not _METHOD_RE.fullmatch(m):
                 raise ValueError(f"{m!r} is not an HTTP method")
         return out
     return value
@@ -262,7 +262,7 @@ class Split(Model):
     @field_validator("hash_on")
     @classmethod
     def _hash_on(cls, v: str | None) -> str | None:
-        if v is not None and not HASH_ON_RE.match(v):
+        if v is not None and not HASH_ON_RE.fullmatch(v):
             raise ValueError("must be header:NAME, cookie:NAME, query:NAME or client_ip")
         return v
 
@@ -496,19 +496,19 @@ def cross_check(s: Settings) -> list[ConfigProblem]:
     if not s.state.startswith(("sqlite://", "postgresql://", "postgres://")):
         bad("state", f"{s.state!r} is neither sqlite:///PATH nor postgresql://...")
     for name in s.backends:
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             bad(f"backends.{name}", f"backend names are {NAME_RULE}")
     seen: dict[str, int] = {}
     experiments: dict[str, int] = {}
     for i, r in enumerate(s.routes):
         at = f"routes[{i}]"
-        if not NAME_RE.match(r.name):
+        if not NAME_RE.fullmatch(r.name):
             bad(f"{at}.name", f"{r.name!r} is not {NAME_RULE}")
         if r.name in seen:
             bad(f"{at}.name", f"route name {r.name!r} is already used by routes[{seen[r.name]}]")
         seen.setdefault(r.name, i)
         for variant, backend in r.variants.items():
-            if not NAME_RE.match(variant):
+            if not NAME_RE.fullmatch(variant):
                 bad(f"{at}.variants.{variant}", f"variant names are {NAME_RULE}")
             if backend not in s.backends:
                 bad(f"{at}.variants.{variant}", f"backend {backend!r} is not defined {backends}")
@@ -534,7 +534,7 @@ def cross_check(s: Settings) -> list[ConfigProblem]:
                 bad(f"{at}.rollout.candidate", "candidate and baseline must differ")
         if r.experiment is not None:
             e = r.experiment
-            if not NAME_RE.match(e.name):
+            if not NAME_RE.fullmatch(e.name):
                 bad(f"{at}.experiment.name", f"{e.name!r} is not {NAME_RULE}")
             if e.name in experiments:
                 bad(f"{at}.experiment.name",

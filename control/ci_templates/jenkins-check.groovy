@@ -1,0 +1,12 @@
+stage('{{title}}') {
+    agent {
+        docker {
+            image '{{image}}'
+            {{agent_extra}}
+        }
+    }
+    steps {
+        {{steps}}
+    }
+    {{post}}
+}

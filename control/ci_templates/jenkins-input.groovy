@@ -1,0 +1,4 @@
+input {
+    message '{{message}}'
+    ok 'Deploy'
+}
