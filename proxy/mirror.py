@@ -68,6 +68,7 @@ class ShadowBook:
     matched: int = 0
     primary_latency: HdrHistogram = field(default_factory=new_histogram)
     shadow_latency: HdrHistogram = field(default_factory=new_histogram)
+    shadow_ttfb: HdrHistogram = field(default_factory=new_histogram)
     diffs_ms: deque[float] = field(default_factory=lambda: deque(maxlen=PAIRED_WINDOW))
     recent: deque[dict[str, str]] = field(
         default_factory=lambda: deque(maxlen=RECENT_MISMATCHES))
@@ -95,6 +96,7 @@ class ShadowBook:
             "mismatch_rate_ci95": list(wilson_interval(mismatched, self.compared)),
             "latency_ms": {"primary": quantiles_ms(self.primary_latency, (50, 95, 99)),
                            "shadow": quantiles_ms(self.shadow_latency, (50, 95, 99))},
+            "shadow_ttfb_ms": quantiles_ms(self.shadow_ttfb, (50, 95, 99)),
             "paired_latency_ms": {"n": paired.n, "median_diff": paired.median_diff_ms,
                                   "shadow_slower_fraction": paired.shadow_slower_fraction,
                                   "wilcoxon_p_value": paired.p_value},
@@ -213,13 +215,14 @@ class Mirror:
             shadow.stats.shadow_sent += 1
             started = self._clock()
             try:
-                answer = await self._exchange(shadow, t, body)
+                answer, ttfb_s = await self._exchange(shadow, t, body, started)
             except (UpstreamError, TimeoutError, aiohttp.ClientError, OSError) as exc:
                 book.errors += 1
                 shadow.stats.shadow_errors += 1
                 log.debug("shadow %s failed: %s", shadow.pool.name, exc)
                 return
             shadow_s = self._clock() - started
+            book.shadow_ttfb.record_value(max(1, round(ttfb_s * 1e6)))
             if answer.status >= 500:
                 book.errors += 1
                 shadow.stats.shadow_errors += 1
@@ -236,7 +239,9 @@ class Mirror:
         finally:
             book.in_flight -= 1
 
-    async def _exchange(self, shadow: ShadowRoute, t: Ticket, body: bytes) -> Observed:
+    async def _exchange(self, shadow: ShadowRoute, t: Ticket, body: bytes, started: float,
+                        ) -> tuple[Observed, float]:
+        """Send, drain and capture the shadow's answer; also its time to first byte."""
         timeout = aiohttp.ClientTimeout(total=shadow.config.timeout_s)
         headers = CIMultiDict(t.headers)
         headers.popall("content-length", None)
@@ -244,6 +249,7 @@ class Mirror:
             exchange = await shadow.pool.open(t.method, t.path_qs, headers,
                                               body if body or t.method != "GET" else None,
                                               timeout=timeout)
+            ttfb_s = self._clock() - started
             clean = False
             try:
                 captured = Capture(shadow.config.max_body_bytes)
@@ -253,7 +259,7 @@ class Mirror:
                 data = captured.data
                 return Observed(exchange.response.status,
                                 bytes(data) if data is not None else None,
-                                exchange.response.headers.get("content-type", ""))
+                                exchange.response.headers.get("content-type", "")), ttfb_s
             finally:
                 if clean:
                     exchange.response.release()

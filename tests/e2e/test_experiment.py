@@ -141,3 +141,24 @@ async def test_plan_prints_the_sample_size() -> None:
     assert code == 0 and out.startswith("8143 units per arm")
     code, _, err = await splitway("experiment", "plan", "--baseline", "1.5", "--mde", "0.01")
     assert code == 2 and "Traceback" not in err
+
+
+async def test_conclude_with_rollout_starts_a_rollout_of_the_winner(
+    tmp_path: Path, sample_servers: StartServer
+) -> None:
+    v1, v2 = await sample_servers("v1"), await sample_servers("v2")
+    cfg = experiment_cfg(v1.url, v2.url, tmp_path)
+    cfg["routes"][0]["rollout"] = {"baseline": "control", "candidate": "treat",
+                                   "step_interval_s": 3600}
+    async with running_proxy(tmp_path, cfg) as p, aiohttp.ClientSession(headers=AUTH) as http:
+        await blast(p.data_url + "/p", 40)
+        env = {"SPLITWAY_ADMIN_URL": p.admin_url, "SPLITWAY_TOKEN": "t"}
+        code, out, err = await splitway("experiment", "conclude", "ab", "--winner", "treat",
+                                        "--rollout", env=env)
+        assert code == 0, err
+        assert "winner treat" in out and "rollout" in out
+        _, doc = await api(http, p, "GET", "/api/v1/routes/r/rollout")
+        assert doc["candidate"] == "treat" and doc["state"] == "progressing"
+        code, _, err = await splitway("experiment", "conclude", "ab", "--winner", "treat",
+                                      env=env)
+        assert code == 1 and "already concluded" in err

@@ -325,3 +325,40 @@ async def test_custom_checks_json_field_and_promql(
     assert checks["json:predictions[0]"]["passed"] is False
     assert checks["prometheus[0]"]["passed"] is True
     assert 'variant="canary"' in queries[0]
+
+
+async def test_rollout_of_a_registered_version_goes_through_the_gate(
+    tmp_path: Path, sample_servers: StartServer
+) -> None:
+    v1, v2 = await sample_servers("v1", latency_ms=1), await sample_servers("v2", latency_ms=1)
+    cfg = tokens_free(rollout_cfg(v1.url, v2.url, steps=[50, 100],
+                                  require_stage="production"), tmp_path)
+    cfg["approvals"] = {"staging": {"required": 0}, "production": {"required": 0}}
+    start = "/api/v1/routes/r/rollouts"
+    async with running_proxy(tmp_path, cfg) as p, aiohttp.ClientSession(headers=AUTH) as http, \
+            steady_load(p.data_url + "/p"):
+        status, _ = await api(http, p, "POST", "/api/v1/models/sentiment/versions",
+                              {"version": "2.1.0", "backend": "v2"})
+        assert status == 201
+        status, doc = await api(http, p, "POST", start, {"version": "sentiment@2.1.0"})
+        assert status == 409 and "may not take traffic" in doc["detail"]  # still development
+        for stage in ("staging", "production"):  # required 0: approved on request
+            status, doc = await api(
+                http, p, "POST", "/api/v1/models/sentiment/versions/2.1.0/promotions",
+                {"stage": stage, "justification": "offline eval passed"})
+            assert status == 201, doc
+        status, doc = await api(http, p, "POST", start, {"version": "sentiment@9.9.9"})
+        assert status == 404
+        status, doc = await api(http, p, "POST", start, {"version": "sentiment@2.1.0"})
+        assert status == 201 and doc["version"] == "sentiment@2.1.0"
+        _, doc = await poll(lambda: api(http, p, "GET", "/api/v1/routes/r/rollout"),
+                            lambda sd: sd[1]["state"] != "progressing")
+    assert doc["state"] == "succeeded"
+    async with open_store(cfg["state"]) as store:
+        changed = await store.audit.query(type="model.stage_changed")
+        deployed = await store.audit.query(type="model.deployed")
+        started = await store.audit.query(type="rollout.started")
+    production = next(e for e in changed if e.details["to"] == "production")
+    assert len(deployed) == 1 and deployed[0].details["route"] == "r"
+    assert deployed[0].details["promotion_id"] == production.details["promotion_id"]
+    assert started[-1].details["promotion_id"] == production.details["promotion_id"]

@@ -160,6 +160,7 @@ async def test_mismatch_rate_follows_tolerance(
         if rate:
             assert "predictions[0]" in rep["recent_mismatches"][0]["detail"]
         assert rep["latency_ms"]["shadow"]["p50"] > 0
+        assert 0 < rep["shadow_ttfb_ms"]["p50"] <= rep["latency_ms"]["shadow"]["p99"]
         assert rep["paired_latency_ms"]["n"] == 400
 
 
