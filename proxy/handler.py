@@ -12,9 +12,9 @@ disconnect too. Such requests are counted with status 499, nginx's "client close
 
 from __future__ import annotations
 
+import os
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -47,6 +47,7 @@ from proxy.upstream import BackendPool, Exchange, translate
 
 CLIENT_CLOSED = 499
 CHUNK = 1 << 16
+SMALL_BODY = 1 << 16  # bodies up to this size (with a Content-Length) are read whole
 EXPERIMENT_BODY_CAP = 1 << 20  # a JSON success field is looked for in the first MiB
 
 
@@ -158,7 +159,7 @@ class ProxyHandler:
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         rt = self._holder.current
         rt.enter()
-        request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        request_id = request.headers.get(REQUEST_ID_HEADER) or os.urandom(16).hex()
         try:
             matched = rt.router.match(request.method, request.host, request.path,
                                       request.headers)
@@ -199,7 +200,15 @@ class ProxyHandler:
                 return error_response(
                     BodyTooLargeError(f"request body of {request.content_length} bytes is over "
                                       f"the limit of {limit}"), request_id, route, variant)
-            body = _LimitedBody(request.content, limit) if request.body_exists else None
+            # A small body of known length is read whole: cheaper than streaming it through
+            # two generators, and a refused connection can then always be retried.
+            small: bytes | None = None
+            body: _LimitedBody | None = None
+            if request.body_exists:
+                if request.content_length is not None and request.content_length <= SMALL_BODY:
+                    small = await request.read()
+                else:
+                    body = _LimitedBody(request.content, limit)
             headers = upstream_request_headers(
                 request.headers, client_ip=request.remote, scheme=request.scheme,
                 request_id=request_id,
@@ -209,12 +218,14 @@ class ProxyHandler:
                                                    headers, request_id, request.content_length)
                 if ticket is not None:
                     if body is None:
+                        if small:
+                            ticket.body.feed(small)
                         ticket.end_request()
                     else:
                         body.ticket = ticket
             try:
                 exchange = await pool.open(request.method, request.raw_path, headers,
-                                           body.__aiter__() if body else None)
+                                           body.__aiter__() if body else small)
             except UpstreamError as exc:
                 if body is not None and body.too_large:
                     status = BodyTooLargeError.status

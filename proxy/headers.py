@@ -28,6 +28,8 @@ HOP_BY_HOP = frozenset(
 VARIANT_HEADER = "x-splitway-variant"
 REQUEST_ID_HEADER = "x-request-id"
 SHADOW_HEADER = "x-splitway-shadow"
+_REQUEST_DROP = HOP_BY_HOP | {"host", VARIANT_HEADER}
+_RESPONSE_DROP = HOP_BY_HOP | {"content-length"}
 
 
 def _connection_tokens(headers: Mapping[str, str] | CIMultiDictProxy[str]) -> frozenset[str]:
@@ -50,7 +52,8 @@ def upstream_request_headers(
     ``Host`` is left to the client library (the backend's own authority), and the client's
     host travels in ``x-forwarded-host`` — what a model server behind a sidecar expects.
     """
-    drop = HOP_BY_HOP | _connection_tokens(incoming) | {"host", VARIANT_HEADER}
+    drop = _REQUEST_DROP if "connection" not in incoming else (
+        _REQUEST_DROP | _connection_tokens(incoming))
     out: CIMultiDict[str] = CIMultiDict(
         (k, v) for k, v in incoming.items() if k.lower() not in drop
     )
@@ -68,7 +71,8 @@ def downstream_response_headers(
     upstream: CIMultiDictProxy[str], *, variant: str, request_id: str
 ) -> CIMultiDict[str]:
     """Headers to send to the client: hop-by-hop dropped, variant and request id added."""
-    drop = HOP_BY_HOP | _connection_tokens(upstream) | {"content-length"}
+    drop = _RESPONSE_DROP if "connection" not in upstream else (
+        _RESPONSE_DROP | _connection_tokens(upstream))
     out: CIMultiDict[str] = CIMultiDict(
         (k, v) for k, v in upstream.items() if k.lower() not in drop
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -117,6 +118,11 @@ async def serve(
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: s.state.own(_reload(s.state), "reload"))
+        # What start-up built (settings, compiled routes, histograms, imported modules) lives
+        # as long as the process: freezing it keeps full collections from walking ~100k
+        # objects (80 ms pauses under load in the bench) while requests allocate.
+        gc.collect()
+        gc.freeze()
         print(f"splitway ready data={' '.join(s.data_urls)} admin={s.admin_url} "
               f"pid={os.getpid()}", flush=True)
         await stop.wait()

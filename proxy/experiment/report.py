@@ -26,21 +26,16 @@ from proxy.abstats import (
     welch_test,
 )
 from proxy.experiment.book import Moments, Totals
-from proxy.observe import quantiles_ms
+from proxy.observe import buckets_ms, quantiles_ms
 from proxy.stats import mann_whitney_counts
 
 if TYPE_CHECKING:
     from proxy.runtime import RouteRuntime
 
 
-def _buckets(hist: HdrHistogram) -> list[tuple[float, int]]:
-    return [(item.value_iterated_to / 1000.0, item.count_added_in_this_iter_step)
-            for item in hist.get_recorded_iterator()]
-
-
 def latency_p_value(a: HdrHistogram, b: HdrHistogram) -> float:
     """Two-sided Mann–Whitney U over two histograms' buckets."""
-    ba, bb = _buckets(a), _buckets(b)
+    ba, bb = buckets_ms(a), buckets_ms(b)
     values = sorted({v for v, _ in ba} | {v for v, _ in bb})
     ca, cb = [0] * len(values), [0] * len(values)
     for v, c in ba:

@@ -28,12 +28,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from hdrh.histogram import HdrHistogram
 
 from proxy.config import Rollout
 from proxy.errors import ConflictError
 from proxy.notify import Notifier
-from proxy.observe import VariantSnapshot, delta
+from proxy.observe import VariantSnapshot, buckets_ms, delta
 from proxy.rollout import machine as m
 from proxy.rollout.analysis import Arm, Check, Judgement, Policy, judge, judge_shadow
 from proxy.rollout.registry_link import record_outcome
@@ -55,10 +54,7 @@ LEASE_S = 3.0
 
 def arm(snap: VariantSnapshot) -> Arm:
     """A judge's view of one variant's window: counts and latency buckets in ms."""
-    hist: HdrHistogram = snap.latency
-    buckets = tuple((item.value_iterated_to / 1000.0, item.count_added_in_this_iter_step)
-                    for item in hist.get_recorded_iterator())
-    return Arm(snap.requests, snap.errors, buckets, snap.field_values)
+    return Arm(snap.requests, snap.errors, buckets_ms(snap.latency), snap.field_values)
 
 
 def judge_policy(policy: Rollout) -> Policy:
