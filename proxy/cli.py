@@ -29,7 +29,7 @@ from proxy.cliutil import (
     print_table,
 )
 from proxy.config import Settings, load_settings_file
-from proxy.errors import ConfigError
+from proxy.errors import ConfigError, StoreError
 
 #: Modules adding subcommands with ``register(sub)``, after the data plane's own.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -91,8 +91,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return _run_loop(serve(settings, config_path=args.config.resolve(), env=os.environ,
                                worker=args.worker or 0, reuse_port=args.worker is not None))
-    except OSError as exc:
+    except OSError as exc:  # e.g. the address is in use
         print(f"splitway run: {exc}", file=sys.stderr)
+        return 1
+    except StoreError as exc:
+        print(f"splitway run: state store {settings.state!r}: {exc.detail}", file=sys.stderr)
         return 1
 
 

@@ -96,3 +96,15 @@ async def test_demo_runs_a_live_canary_and_stops_on_ctrl_c() -> None:
     assert any("analysis step 0: FAIL" in line for line in lines)
     assert any("analysis step 2: PASS" in line for line in lines)
     assert "Traceback" not in err.decode()
+
+
+async def test_unusable_state_store_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "splitway.yaml"
+    cfg.write_text(
+        "version: 1\nlisten: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\n"
+        f"state: sqlite:///{tmp_path}/missing-dir/state.db\n"
+        "backends: {b: {endpoints: ['http://127.0.0.1:9']}}\n"
+        "routes: [{name: r, variants: {a: b}, split: {weights: {a: 1}}}]\n")
+    code, _, err = await splitway("run", "-c", str(cfg))
+    assert code == 1, err
+    assert "state store" in err and "Traceback" not in err
