@@ -41,6 +41,8 @@ def choose(
     endpoints: list[Endpoint], now: float, rng: random.Random, exclude: Endpoint | None = None
 ) -> Endpoint:
     """Pick an endpoint by power of two choices among the available ones."""
+    if len(endpoints) == 1:
+        return endpoints[0]  # the common case: nothing to choose (and nothing to exclude)
     pool = [e for e in endpoints if e is not exclude and e.available(now)]
     if not pool:  # panic mode: every endpoint rather than none
         pool = [e for e in endpoints if e is not exclude] or endpoints

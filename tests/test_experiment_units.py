@@ -37,12 +37,16 @@ def test_moments_merge_equals_one_pass(a: list[float], b: list[float]) -> None:
 
 def test_contributions_merge_and_round_trip() -> None:
     w = {"a": 50.0, "b": 50.0}
+    key = object()
     one, two = ExperimentBook(("a", "b")), ExperimentBook(("a", "b"))
     for i in range(10):
-        one.record("a", i % 2 == 0, 0.01, weights=w, unit=f"u{i}", fallback=False)
-        two.record("b", True, 0.02, weights=w, unit=None, fallback=False)
-    one.record("a", True, 0.01, weights=w, unit="u1", fallback=False)  # seen key: no new unit
-    two.record("b", True, 0.02, weights=w, unit=None, fallback=True)  # fallback: not a unit
+        one.record("a", i % 2 == 0, 0.01, weights=lambda: w, weights_key=key, unit=f"u{i}",
+                   fallback=False)
+        two.record("b", True, 0.02, weights=lambda: w, weights_key=key, unit=None,
+                   fallback=False)
+    # A key seen before is no new unit; a fallback is not a unit at all.
+    one.record("a", True, 0.01, weights=lambda: w, weights_key=key, unit="u1", fallback=False)
+    two.record("b", True, 0.02, weights=lambda: w, weights_key=key, unit=None, fallback=True)
     one.record_metric("a", "revenue", 3.0)
     totals = merge([one.to_json(), two.to_json()])
     assert totals.arms["a"].requests == 11 and totals.arms["a"].successes == 6
@@ -54,9 +58,15 @@ def test_contributions_merge_and_round_trip() -> None:
 
 def test_segments_follow_weight_changes() -> None:
     book = ExperimentBook(("a", "b"))
-    book.record("a", True, 0.01, weights={"a": 90, "b": 10}, unit=None, fallback=False)
-    book.record("b", True, 0.01, weights={"a": 50, "b": 50}, unit=None, fallback=False)
-    assert [s.weights for s in book.segments] == [{"a": 90, "b": 10}, {"a": 50, "b": 50}]
+    first, second = {"a": 90.0, "b": 10.0}, {"a": 50.0, "b": 50.0}
+    book.record("a", True, 0.01, weights=lambda: first, weights_key=1, unit=None,
+                fallback=False)
+    book.record("b", True, 0.01, weights=lambda: first, weights_key=1, unit=None,
+                fallback=False)
+    book.record("b", True, 0.01, weights=lambda: second, weights_key=2, unit=None,
+                fallback=False)
+    assert [s.weights for s in book.segments] == [first, second]
+    assert [s.units for s in book.segments] == [{"a": 1, "b": 1}, {"b": 1}]
 
 
 def test_srm_flags_a_skewed_split_and_respects_ramps() -> None:

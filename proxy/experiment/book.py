@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,13 +107,18 @@ class ExperimentBook:
     arms: dict[str, Arm] = field(default_factory=dict)
     segments: list[Segment] = field(default_factory=list)
     _seen: set[bytes] = field(default_factory=set)
+    _weights_key: object = None  # identity of the weights the last segment was opened with
 
     def __post_init__(self) -> None:
         for v in self.variants:
             self.arms.setdefault(v, Arm())
 
     def record(self, variant: str, success: bool, duration_s: float, *,
-               weights: dict[str, float], unit: str | None, fallback: bool) -> None:
+               weights: Callable[[], dict[str, float]], weights_key: object,
+               unit: str | None, fallback: bool) -> None:
+        """Count one randomised request. ``weights_key`` changes exactly when the weights
+        do (the route's split table is replaced, never mutated), so the per-request check
+        is an identity test and ``weights()`` only runs when a segment opens."""
         arm = self.arms.get(variant)
         if arm is None:
             arm = self.arms[variant] = Arm()
@@ -121,8 +127,11 @@ class ExperimentBook:
         arm.latency.record_value(min(max(1, round(duration_s * 1e6)), 3_600_000_000))
         if fallback:
             return
-        if not self.segments or self.segments[-1].weights != weights:
-            self.segments.append(Segment(dict(weights)))
+        if weights_key is not self._weights_key:
+            current = weights()
+            if not self.segments or self.segments[-1].weights != current:
+                self.segments.append(Segment(current))
+            self._weights_key = weights_key
         if unit is not None:  # a hash split counts distinct keys
             digest = hashlib.blake2b(unit.encode(), digest_size=8).digest()
             if digest in self._seen or len(self._seen) >= MAX_DISTINCT:

@@ -98,8 +98,8 @@ class ExperimentService:
         book = self.books.get(exp.name)
         if book is None:
             return
-        book.record(variant, success, duration_s, weights=rr.weights, unit=unit,
-                    fallback=fallback)
+        book.record(variant, success, duration_s, weights=lambda: rr.weights,
+                    weights_key=rr.table, unit=unit, fallback=fallback)
         ids = self._request_ids
         ids[request_id] = (exp.name, variant, self._clock() + REQUEST_ID_TTL_S)
         if len(ids) > REQUEST_ID_MAX:
