@@ -34,7 +34,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from proxy.config import load_yaml, validation_problems
+from proxy.config_load import load_yaml, validation_problems
 from proxy.errors import (
     ConfigError,
     ConfigProblem,

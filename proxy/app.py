@@ -24,7 +24,8 @@ from aiohttp import web
 
 from control.audit import AuditLog
 from control.store import Store, open_store
-from proxy.config import Settings, load_settings_file
+from proxy.config import Settings
+from proxy.config_load import load_settings_file
 from proxy.errors import ConfigError, InvalidInputError, NotFoundError
 from proxy.experiment.service import ExperimentService
 from proxy.handler import ProxyHandler

@@ -28,7 +28,8 @@ from proxy.cliutil import (
     print_json,
     print_table,
 )
-from proxy.config import Settings, load_settings_file
+from proxy.config import Settings
+from proxy.config_load import load_settings_file
 from proxy.errors import ConfigError, StoreError
 
 #: Modules adding subcommands with ``register(sub)``, after the data plane's own.

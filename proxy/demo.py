@@ -25,7 +25,7 @@ from typing import TextIO
 import aiohttp
 
 from control.auth import Role, create_token
-from proxy.config import parse_settings
+from proxy.config_load import parse_settings
 from proxy.observe import VariantSnapshot, delta, quantiles_ms
 from proxy.sample_server import SampleModel, SampleServer
 from proxy.server import Started, started

@@ -9,16 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import (
-    HostPort,
-    Settings,
-    effective_weights,
-    interpolate,
-    load_settings,
-    load_settings_file,
-    parse_listen,
-    resolve_relative,
-)
+from proxy.config import HostPort, Settings, effective_weights, parse_listen
+from proxy.config_load import interpolate, load_settings, load_settings_file, resolve_relative
 from proxy.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -471,7 +463,7 @@ def _replaced(data: object, path: tuple[object, ...], value: object) -> object:
 def test_every_field_with_every_wrong_type_gives_clean_problems() -> None:
     import yaml
 
-    from proxy.config import parse_settings
+    from proxy.config_load import parse_settings
 
     base = yaml.safe_load(FULL)
     wrong: list[object] = [None, True, "x", -5, 1.5, [1], {"a": 1}, []]

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.config import Settings, parse_settings
+from proxy.config import Settings
+from proxy.config_load import parse_settings
 from proxy.observe import (
     BUCKETS_S,
     HIGHEST_US,

@@ -24,7 +24,7 @@ from control.api import audit as audit_api
 from control.store import Store, open_store
 from proxy.admin import create_admin_app
 from proxy.app import ProxyState
-from proxy.config import parse_settings
+from proxy.config_load import parse_settings
 from proxy.errors import StoreError
 from tests.control.conftest import FakeClock
 from tests.harness import ProxyProcess, proxy_config, running_proxy

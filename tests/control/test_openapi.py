@@ -19,7 +19,7 @@ from control.api.openapi import openapi_document, openapi_path
 from control.auth import Role, TokenTable
 from proxy.admin import ALL_ROUTES, create_admin_app
 from proxy.app import ProxyState
-from proxy.config import parse_settings
+from proxy.config_load import parse_settings
 
 SETTINGS = {
     "version": 1, "listen": "127.0.0.1:0", "admin": {"listen": "127.0.0.1:0"},
