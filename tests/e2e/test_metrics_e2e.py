@@ -9,18 +9,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import StartServer
 from tests.harness import proxy_config, running_proxy
+from tests.test_metrics import CONTRACT
 
-FAMILIES = {
-    "splitway_requests": "counter",
-    "splitway_request_duration_seconds": "histogram",
-    "splitway_upstream_errors": "counter",
-    "splitway_variant_weight": "gauge",
-    "splitway_shadow_requests": "counter",
-    "splitway_shadow_mismatches": "counter",
-    "splitway_rollout_state": "gauge",
-    "splitway_rollbacks": "counter",
-    "splitway_in_flight_requests": "gauge",
-}
+FAMILIES = CONTRACT  # every data-plane family of contract §11, parser names
 
 
 async def test_metrics_exact_after_traffic(
