@@ -157,6 +157,20 @@ class Totals:
     segments: tuple[Segment, ...]
 
 
+def totals_json(totals: Totals) -> dict[str, Any]:
+    """A merged total as one contribution; segments with equal weights are summed (the
+    expected counts only need units per weighting, not their order)."""
+    by_weights: dict[tuple[tuple[str, float], ...], Segment] = {}
+    for seg in totals.segments:
+        key = tuple(sorted(seg.weights.items()))
+        into = by_weights.setdefault(key, Segment(dict(seg.weights)))
+        for v, n in seg.units.items():
+            into.units[v] = into.units.get(v, 0) + n
+    return {"arms": {v: a.to_json() for v, a in totals.arms.items()},
+            "segments": [{"weights": s.weights, "units": s.units}
+                         for s in by_weights.values()]}
+
+
 def merge(contributions: list[dict[str, Any]]) -> Totals:
     arms: dict[str, Arm] = {}
     segments: list[Segment] = []

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from proxy.errors import ConflictError, InvalidInputError, NotFoundError
-from proxy.experiment.book import ExperimentBook, merge
+from proxy.experiment.book import ExperimentBook, merge, totals_json
 from proxy.experiment.report import build_report, series_point
 
 if TYPE_CHECKING:
@@ -45,6 +45,9 @@ FLUSH_S = 5.0
 REQUEST_ID_TTL_S = 3600.0
 REQUEST_ID_MAX = 200_000
 SERIES_MAX = 500
+STALE_S = 3600.0  # a contribution not flushed for this long is from a process that is gone
+ARCHIVE = "_archive"
+COMPACT_LOCK_KEY = 0x5357_0020
 
 
 class ExperimentService:
@@ -142,7 +145,29 @@ class ExperimentService:
         store = self._state.store
         assert store is not None
         for name, book in self.books.items():
-            await store.kv_put(NS_COUNTS, f"{name}/{self.identity}", book.to_json())
+            await store.kv_put(NS_COUNTS, f"{name}/{self.identity}",
+                               {**book.to_json(), "updated_at": self._clock()})
+
+    async def compact(self, name: str) -> int:
+        """Fold the contributions of processes gone for ``STALE_S`` into ``NAME/_archive``
+        (a live process flushes every ``FLUSH_S``), so a look does not merge one entry per
+        restart forever. Returns how many were folded."""
+        store = self._state.store
+        assert store is not None
+        archive_key = f"{name}/{ARCHIVE}"
+        cutoff = self._clock() - STALE_S
+        async with store.transaction() as tx:
+            await tx.lock(COMPACT_LOCK_KEY)
+            rows = await store.kv_list(NS_COUNTS, tx=tx)
+            stale = {k: v for k, v in rows.items() if k.rsplit("/", 1)[0] == name
+                     and k != archive_key and v.get("updated_at", 0.0) < cutoff}
+            if not stale:
+                return 0
+            parts = [*([rows[archive_key]] if archive_key in rows else []), *stale.values()]
+            await store.kv_put(NS_COUNTS, archive_key, totals_json(merge(parts)), tx=tx)
+            for key in stale:
+                await store.kv_delete(NS_COUNTS, key, tx=tx)
+        return len(stale)
 
     async def look(self, name: str) -> dict[str, Any]:
         """Flush, merge every contribution, update the running minimum of the sequential
@@ -152,6 +177,7 @@ class ExperimentService:
         if name not in self.meta:
             raise NotFoundError(f"no experiment named {name!r}")
         await self.flush()
+        await self.compact(name)
         rows = await store.kv_list(NS_COUNTS)
         totals = merge([v for k, v in rows.items() if k.rsplit("/", 1)[0] == name])
         meta = self.meta[name]
