@@ -138,10 +138,22 @@ async def _reload(state: ProxyState) -> None:
                   "; ".join(map(str, exc.problems)))
 
 
+def _die_with_parent() -> None:
+    """In a worker, before exec: ask Linux for SIGTERM when the supervisor dies, so a
+    supervisor killed with SIGKILL leaves no orphan workers holding the port."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def run_workers(argv: Sequence[str], workers: int) -> int:
     """Start ``workers`` copies of this command as ``--worker I`` and supervise them."""
     procs = [
-        subprocess.Popen([sys.executable, "-m", "proxy", *argv, "--worker", str(i)])
+        subprocess.Popen([sys.executable, "-m", "proxy", *argv, "--worker", str(i)],
+                         preexec_fn=_die_with_parent)
         for i in range(workers)
     ]
 

@@ -59,6 +59,10 @@ class ProxyProcess:
             sys.executable, "-m", "proxy", "run", "-c", str(config_path), *args,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
             env={**os.environ, **(env or {})}, cwd=config_path.parent,
+            # Its own process group: kill() reaches worker processes too, even when the
+            # supervisor is gone (workers inherit its pipes, so a live worker would keep
+            # stdout open and a read to EOF would hang).
+            start_new_session=True,
         )
         self = cls(config_path, proc)
         self._stderr_task = asyncio.ensure_future(self._drain_stderr())
@@ -105,13 +109,23 @@ class ProxyProcess:
             await self.proc.wait()
         await self._finish()
 
+    def _kill_group(self) -> None:
+        """SIGKILL whatever is left of the process group (workers of a killed supervisor)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
     async def _finish(self) -> None:
+        self._kill_group()
         if self._stderr_task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._stderr_task, 5)
+            if not self._stderr_task.done():
+                self._stderr_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._stderr_task
         if self.proc.stdout is not None:
             with contextlib.suppress(Exception):
-                await self.proc.stdout.read()
+                await asyncio.wait_for(self.proc.stdout.read(), 5)
 
     def rss_peak_kib(self) -> int:
         text = Path(f"/proc/{self.proc.pid}/status").read_text()

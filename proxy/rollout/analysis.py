@@ -176,6 +176,16 @@ def _latency_check(p: Policy, base: Arm, cand: Arm) -> Check:
                                   f"p={p_mw:.2g}: not significant")
 
 
+def _sample_variance(n: int, total: float, squares: float) -> float:
+    """Sample variance from (n, sum, sum of squares); a variance lost in the rounding of
+    ``squares - n * mean**2`` (a constant field) is exactly 0, not a few ulps either way."""
+    mean = total / n
+    spread = squares - n * mean * mean
+    if spread <= 1e-12 * max(squares, 1e-300):
+        return 0.0
+    return spread / (n - 1)
+
+
 def _field_check(p: Policy, base: Arm, cand: Arm) -> Check:
     """One-sided Welch test that the candidate's mean of the JSON field is below the
     baseline's by more than ``json_max_drop``."""
@@ -184,11 +194,13 @@ def _field_check(p: Policy, base: Arm, cand: Arm) -> Check:
     if nb < 2 or nc < 2:
         return Check(name, None, f"field seen in {nc} candidate / {nb} baseline responses")
     mb, mc = sb / nb, sc / nc
-    vb, vc = max(0.0, (ssb - nb * mb * mb) / (nb - 1)), max(0.0, (ssc - nc * mc * mc) / (nc - 1))
+    vb, vc = _sample_variance(nb, sb, ssb), _sample_variance(nc, sc, ssc)
     se = math.sqrt(vb / nb + vc / nc)
     label = f"mean candidate {mc:.4g} vs baseline {mb:.4g} (max drop {p.json_max_drop:g})"
-    if se == 0:
-        return Check(name, mb - mc <= p.json_max_drop, label)
+    if se == 0:  # both sides constant: the drop is known exactly, no test needed
+        if mb - mc > p.json_max_drop:
+            return Check(name, False, f"{label}: dropped by {mb - mc:.4g}, no variance")
+        return Check(name, True, f"{label}, no variance")
     df = se**4 / ((vb / nb) ** 2 / max(nb - 1, 1) + (vc / nc) ** 2 / max(nc - 1, 1))
     p_drop = float(_st.t.sf((mb - mc - p.json_max_drop) / se, df))
     if p_drop < p.alpha:

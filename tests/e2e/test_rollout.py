@@ -320,7 +320,7 @@ async def test_custom_checks_json_field_and_promql(
     finally:
         await runner.cleanup()
     assert doc["state"] == "rolled_back"
-    assert "dropped, Welch" in doc["reason"]
+    assert "dropped" in doc["reason"]  # constant predictions: exact, or Welch when they vary
     checks = {c["name"]: c for c in doc["analyses"][-1]["checks"]}
     assert checks["json:predictions[0]"]["passed"] is False
     assert checks["prometheus[0]"]["passed"] is True

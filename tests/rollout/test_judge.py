@@ -133,3 +133,39 @@ def test_a_truly_bad_candidate_is_caught() -> None:
         is Verdict.FAIL
     assert judge(policy, _window(rng, 19_000, 0.0, 20), _window(rng, 1000, 0.0, 100)).verdict \
         is Verdict.FAIL
+
+
+def _accumulated(value: float, n: int) -> tuple[int, float, float]:
+    """(n, sum, sum of squares) summed one response at a time, as the proxy does: the
+    rounding leaves ``squares - n * mean**2`` a few ulps off zero, either sign."""
+    total = squares = 0.0
+    for _ in range(n):
+        total += value
+        squares += value * value
+    return (n, total, squares)
+
+
+@pytest.mark.parametrize("n", range(2, 400, 7))
+def test_constant_json_field_is_judged_the_same_whatever_the_window_size(n: int) -> None:
+    # The regression behind a flaky end-to-end test: constant predictions (0.9 vs 0.5)
+    # gave a variance of exactly 0 for some window sizes and a rounding residue for others,
+    # and the two branches disagreed in their message.
+    base = Arm(2000, 0, arm(2000).latency, _accumulated(0.9, n))
+    cand = Arm(2000, 0, arm(2000).latency, _accumulated(0.5, n))
+    j = judge(JSON, base, cand)
+    check = next(c for c in j.checks if c.name == "json:confidence")
+    assert check.passed is False
+    assert "dropped by 0.4" in check.detail and "no variance" in check.detail
+    same = judge(JSON, base, Arm(2000, 0, arm(2000).latency, _accumulated(0.9, n)))
+    assert next(c for c in same.checks if c.name == "json:confidence").passed is True
+
+
+def test_constant_json_field_drop_at_the_limit_passes() -> None:
+    base = Arm(2000, 0, arm(2000).latency, (4, 4.0, 4.0))  # constant 1.0
+    at = Arm(2000, 0, arm(2000).latency, (4, 3.5, 3.0625))  # constant 0.875
+    policy = Policy(min_requests=100, latency_quantile=0.9, json_path="confidence",
+                    json_max_drop=0.125)
+    assert next(c for c in judge(policy, base, at).checks if c.name.startswith("json")).passed
+    below = Arm(2000, 0, arm(2000).latency, (4, 3.4, 2.89))  # constant 0.85: drop 0.15
+    assert next(c for c in judge(policy, base, below).checks
+                if c.name.startswith("json")).passed is False
