@@ -28,6 +28,7 @@ from proxy.errors import (
     SplitwayError,
     UnauthorizedError,
     error_body,
+    headers_of,
     status_of,
 )
 from proxy.headers import REQUEST_ID_HEADER
@@ -61,7 +62,7 @@ def all_routes() -> tuple[ApiRoute, ...]:
 
 def _json_error(exc: BaseException, request_id: str) -> web.Response:
     return web.json_response(error_body(exc, request_id=request_id), status=status_of(exc),
-                             headers={REQUEST_ID_HEADER: request_id})
+                             headers={REQUEST_ID_HEADER: request_id, **headers_of(exc)})
 
 
 async def _audit_violation(state: ProxyState, request: web.Request, detail: str) -> None:

@@ -21,10 +21,13 @@
     │   ├── InvalidInputError        422  (``field`` names the bad input)
     │   └── ReadOnlyError            403  admin API without tokens_file refuses writes
     └── StoreError                   the state store failed (500 at the API edge)
+        └── StoreUnavailableError    503  the store cannot be reached (connection refused or
+                                          lost, pool exhausted, database locked); answered
+                                          with ``Retry-After`` (see :func:`headers_of`)
 
 aiohttp and OS errors are wrapped where they happen (``raise UpstreamConnectError(...) from
-exc``); :func:`status_of` is the only status mapping, and :func:`error_body` the one JSON
-shape (contract §4).
+exc``); :func:`status_of` is the only status mapping, :func:`error_body` the one JSON
+shape (contract §4) and :func:`headers_of` the headers that go with it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class SplitwayError(Exception):
 
     kind = "internal"
     status = 500
+    #: seconds a client should wait before retrying (``Retry-After``); None: no header
+    retry_after_s: ClassVar[int | None] = None
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail)
@@ -139,9 +144,22 @@ class StoreError(SplitwayError):
     kind, status = "store", 500
 
 
+class StoreUnavailableError(StoreError):
+    """The store is away for now (not a bad query): the request may succeed later."""
+
+    kind, status = "store_unavailable", 503
+    retry_after_s: ClassVar[int | None] = 5
+
+
 def status_of(exc: BaseException) -> int:
     """The HTTP status for an error (500 for anything not ours)."""
     return exc.status if isinstance(exc, SplitwayError) else 500
+
+
+def headers_of(exc: BaseException) -> dict[str, str]:
+    """Extra response headers for an error: ``Retry-After`` when it is worth retrying."""
+    retry = exc.retry_after_s if isinstance(exc, SplitwayError) else None
+    return {"Retry-After": str(retry)} if retry is not None else {}
 
 
 def error_body(
