@@ -68,15 +68,18 @@ async def test_active_health_check_takes_endpoint_out_and_back(
                                             "unhealthy_threshold": 1, "healthy_threshold": 1}
     async with running_proxy(tmp_path, cfg) as p:
         b.ready = False
-        await asyncio.sleep(0.5)
-        a_before, b_before = len(a.seen), len(b.seen)
-        for _ in range(20):
-            async with http.get(p.data_url + "/p") as r:
-                assert r.status == 200
-        assert len(b.seen) == b_before and len(a.seen) == a_before + 20
+        # Wait on the condition, not on the clock: until 20 requests in a row avoid b
+        # (the checker runs every 0.1 s, later on a loaded machine).
+        async with asyncio.timeout(30):
+            while True:
+                a_before, b_before = len(a.seen), len(b.seen)
+                for _ in range(20):
+                    async with http.get(p.data_url + "/p") as r:
+                        assert r.status == 200
+                if len(b.seen) == b_before and len(a.seen) == a_before + 20:
+                    break
         b.ready = True
-        await asyncio.sleep(0.5)
-        for _ in range(20):
-            async with http.get(p.data_url + "/p") as r:
-                await r.read()
-        assert len(b.seen) > b_before
+        async with asyncio.timeout(30):  # ... and until b takes traffic again
+            while len(b.seen) == b_before:
+                async with http.get(p.data_url + "/p") as r:
+                    await r.read()
