@@ -4,15 +4,22 @@
 
     SplitwayError
     ├── ConfigError                  bad config file (list of ConfigProblem); CLI exit 2
-    ├── ProxyError                   data-plane request failures, answered as JSON
-    │   ├── NoRouteError             404  no route matches
-    │   ├── BadPinError              400  x-splitway-variant names no variant
-    │   ├── BadRequestError          400  malformed request
-    │   ├── BodyTooLargeError        413  request body over the route's max_body_bytes
+    ├── ProxyError                   data-plane request failures, answered as JSON;
+    │   │                                ``cause`` says whose failure it is (below)
+    │   ├── NoRouteError             404  no route matches                        client
+    │   ├── BadPinError              400  x-splitway-variant names no variant     client
+    │   ├── BadRequestError          400  malformed request (or request body)     client
+    │   │   └── BadTargetError       400  request target refused (proxy.target)   client
+    │   ├── BodyTooLargeError        413  request body over the route's limit     client
+    │   ├── ClientClosedError        499  the client went away (nginx's code)     client
+    │   ├── ClientTimeoutError       408  the request body stalled until the      client
+    │   │                                 upstream timeout ran out
+    │   ├── OverloadedError          503  the route's max_concurrency is reached; proxy
+    │   │                                 ``Retry-After: 1``
     │   └── UpstreamError            the backend failed; ``reason`` is a metric label
-    │       ├── UpstreamConnectError 502  refused / unreachable   (reason "connect")
-    │       ├── UpstreamResetError   502  reset / closed mid-way  (reason "reset")
-    │       └── UpstreamTimeoutError 504  connect or total timeout (reason "timeout")
+    │       ├── UpstreamConnectError 502  refused / unreachable   (reason "connect")  backend
+    │       ├── UpstreamResetError   502  reset / closed mid-way  (reason "reset")    backend
+    │       └── UpstreamTimeoutError 504  connect or total timeout (reason "timeout") backend
     ├── ApiError                     admin API failures, answered as JSON
     │   ├── UnauthorizedError        401
     │   ├── ForbiddenError           403
@@ -28,11 +35,32 @@
 aiohttp and OS errors are wrapped where they happen (``raise UpstreamConnectError(...) from
 exc``); :func:`status_of` is the only status mapping, :func:`error_body` the one JSON
 shape (contract §4) and :func:`headers_of` the headers that go with it.
+
+Whose failure: :class:`Cause`
+-----------------------------
+
+Every data-plane outcome is recorded with its :class:`Cause` (``VariantStats.record`` takes
+it as an argument; nothing guesses it from the status code):
+
+* ``BACKEND`` — the backend answered (with whatever status: a backend's 500 is its own), or
+  failed: connect refused, reset, timeout (the :class:`UpstreamError` family). Only these
+  outcomes reach what judges a variant: the rollout judge's windows, experiment counts and,
+  for connect failures and 5xx answers, outlier ejection.
+* ``CLIENT`` — the client caused it: a bad target, a bad pin, a malformed request or body, a
+  body over the limit, a client that closed the connection (mid-body too) or stalled its
+  body. Counted in ``splitway_requests_total`` with its real status class, never charged
+  to the variant.
+* ``PROXY`` — the proxy refused on its own account (``OverloadedError``: the route's
+  concurrency limit) or failed itself (an internal error). Not charged to the variant
+  either: the refusal happens before a variant is chosen.
+
+:func:`cause_of` maps any exception to its cause.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, ClassVar, Literal
 
 UpstreamReason = Literal["connect", "timeout", "reset"]
@@ -68,8 +96,22 @@ class ConfigError(SplitwayError):
         self.problems = problems
 
 
+class Cause(Enum):
+    """Whose failure an outcome is (see the module docstring); only ``BACKEND`` outcomes
+    are charged to a variant."""
+
+    CLIENT = "client"
+    PROXY = "proxy"
+    BACKEND = "backend"
+
+    @property
+    def charged(self) -> bool:
+        """Whether the outcome counts for or against the variant that was chosen."""
+        return self is Cause.BACKEND
+
+
 class ProxyError(SplitwayError):
-    pass
+    cause: ClassVar[Cause] = Cause.CLIENT
 
 
 class NoRouteError(ProxyError):
@@ -84,13 +126,41 @@ class BadRequestError(ProxyError):
     kind, status = "bad_request", 400
 
 
+class BadTargetError(BadRequestError):
+    """The request target cannot be served as it is (see :mod:`proxy.target`)."""
+
+    kind = "bad_target"
+
+
 class BodyTooLargeError(ProxyError):
     kind, status = "body_too_large", 413
+
+
+class ClientClosedError(ProxyError):
+    """The client closed its connection before the exchange was over."""
+
+    kind, status = "client_closed", 499
+
+
+class ClientTimeoutError(ProxyError):
+    """The upstream timeout ran out while the proxy was still waiting for the client's
+    request body: the client was slow, not the backend."""
+
+    kind, status = "client_timeout", 408
+
+
+class OverloadedError(ProxyError):
+    """The route has ``max_concurrency`` requests in flight; refused at once, not queued."""
+
+    kind, status = "overloaded", 503
+    cause: ClassVar[Cause] = Cause.PROXY
+    retry_after_s: ClassVar[int | None] = 1
 
 
 class UpstreamError(ProxyError):
     kind, status = "upstream", 502
     reason: ClassVar[UpstreamReason] = "reset"
+    cause: ClassVar[Cause] = Cause.BACKEND
 
 
 class UpstreamConnectError(UpstreamError):
@@ -149,6 +219,12 @@ class StoreUnavailableError(StoreError):
 
     kind, status = "store_unavailable", 503
     retry_after_s: ClassVar[int | None] = 5
+
+
+def cause_of(exc: BaseException) -> Cause:
+    """Whose failure ``exc`` is: a data-plane error's own cause; ``PROXY`` for anything
+    else (an error of ours, never the variant's)."""
+    return exc.cause if isinstance(exc, ProxyError) else Cause.PROXY
 
 
 def status_of(exc: BaseException) -> int:
