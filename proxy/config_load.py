@@ -1,7 +1,9 @@
-"""Loading the configuration: ``${ENV}`` interpolation, a YAML loader that refuses
-duplicate keys, and pydantic's errors turned into one line per problem with its field
-path (``routes[0].split.weights.canary: ...``). The models themselves are in
-:mod:`proxy.config`; this module only turns text into them.
+"""Loading the configuration: ``${ENV}`` interpolation, YAML (:mod:`proxy.yaml_load`:
+duplicate keys, size, depth and alias limits), and pydantic's errors turned into one line
+per problem with its field path (``routes[0].split.weights.canary: ...``). The models
+themselves are in :mod:`proxy.config`; this module only turns text into them.
+
+``load_yaml`` is re-exported here for the other YAML files splitway reads (``tokens.yaml``).
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from proxy.config import Settings, cross_check
 from proxy.errors import ConfigError, ConfigProblem
+from proxy.yaml_load import MAX_YAML_BYTES, TOO_LARGE, load_yaml
 
 _ENV_RE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -56,50 +58,6 @@ def interpolate(text: str, env: Mapping[str, str]) -> str:
     if missing:
         raise ConfigError(list(missing.values()))
     return "".join(lines)
-
-
-# --- YAML ---------------------------------------------------------------------------
-
-
-class _DuplicateKeyError(yaml.constructor.ConstructorError):
-    pass
-
-
-class _Loader(yaml.SafeLoader):
-    """``SafeLoader`` that refuses duplicate keys in a mapping."""
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
-    first: dict[Any, int] = {}
-    for key_node, _ in node.value:  # the node's own keys, before ``<<`` merges
-        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-            continue
-        key = loader.construct_object(key_node)
-        if key in first:
-            raise _DuplicateKeyError(
-                None, None,
-                f"duplicate key {key!r} (first on line {first[key]})", key_node.start_mark,
-            )
-        first[key] = key_node.start_mark.line + 1
-    return loader.construct_mapping(node)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> ConfigProblem:
-    mark = getattr(exc, "problem_mark", None)
-    where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(yaml)"
-    problem = getattr(exc, "problem", None) or str(exc)
-    if isinstance(exc, _DuplicateKeyError):
-        return ConfigProblem(where, problem)
-    context = getattr(exc, "context", None)
-    context_mark = getattr(exc, "context_mark", None)
-    if context and context_mark is not None:
-        problem += f" ({context} started on line {context_mark.line + 1})"
-    elif context:
-        problem += f" ({context})"
-    return ConfigProblem(where, f"YAML syntax error: {problem}")
 
 
 # --- pydantic errors -> one line per problem -----------------------------------------
@@ -221,14 +179,6 @@ def load_settings(text: str, env: Mapping[str, str] | None = None) -> Settings:
     return parse_settings(load_yaml(interpolate(text, env or {})))
 
 
-def load_yaml(text: str) -> Any:
-    """Safe-load YAML, refusing duplicate keys; :class:`ConfigError` names line and column."""
-    try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-    except yaml.YAMLError as exc:
-        raise ConfigError([_yaml_problem(exc)]) from None
-
-
 def resolve_relative(settings: Settings, base_dir: Path) -> Settings:
     """Resolve the relative file paths in ``settings`` against ``base_dir``.
 
@@ -257,7 +207,11 @@ def load_settings_file(path: Path, env: Mapping[str, str] | None = None) -> Sett
     """Read, interpolate, parse and check a config file; relative paths in it are
     resolved against its directory (:func:`resolve_relative`)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:  # bounded: /dev/zero or a runaway file is not read whole
+            raw = f.read(MAX_YAML_BYTES + 1)
+        if len(raw) > MAX_YAML_BYTES:
+            raise ConfigError([TOO_LARGE])
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise ConfigError([ConfigProblem(str(path), f"cannot read: {exc.strerror}")]) from exc
     except UnicodeDecodeError as exc:
