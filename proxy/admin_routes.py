@@ -64,8 +64,10 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     problems: list[str] = []
-    if state.store is None or not await state.store.ping():
-        problems.append("state store unreachable")
+    store = state.store
+    if store is None or not await store.ping():
+        # the ping's outcome is in the store's health: why, and for how long
+        problems.append((store.health.problem() if store else None) or "state store unreachable")
     for name, pool in state.current.pools.items():
         if not any(ep.healthy for ep in pool.endpoints):
             problems.append(f"backend {name}: no healthy endpoint")

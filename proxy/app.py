@@ -26,7 +26,7 @@ from control.audit import AuditLog
 from control.store import Store, open_store
 from proxy.config import Settings
 from proxy.config_load import load_settings_file
-from proxy.errors import ConfigError, InvalidInputError, NotFoundError
+from proxy.errors import ConfigError, InvalidInputError, NotFoundError, StoreUnavailableError
 from proxy.experiment.service import ExperimentService
 from proxy.handler import ProxyHandler
 from proxy.mirror import Mirror, ShadowBook
@@ -161,8 +161,10 @@ class ProxyState:
             await asyncio.sleep(WEIGHT_SYNC_INTERVAL_S)
             try:
                 stored = await self.store.get_route_weights()
-            except Exception:  # the store may be briefly away; keep serving
-                log.warning("weight sync: state store unavailable", exc_info=True)
+            except StoreUnavailableError:
+                continue  # keep serving the last table; the store logs its outage once
+            except Exception:
+                log.warning("weight sync failed", exc_info=True)
                 continue
             rt = self.current
             for route, weights in stored.items():
@@ -199,6 +201,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         if state.store is not None and state._runtime is not None:
             try:
                 await state.experiments.flush()  # the last counts of this process
+            except StoreUnavailableError as exc:
+                log.warning("could not save experiment counts: %s", exc.detail)
             except Exception:
                 log.exception("could not save experiment counts")
         await state.mirror.close()

@@ -16,7 +16,10 @@ event describing it (``store.audit.append(tx, ...)``) commit together or not at 
 - JSON lives in TEXT columns and timestamps in fixed-width RFC 3339 TEXT (string order
   is time order), so the SQL is shared between the dialects.
 - Database errors surface as :class:`proxy.errors.StoreError` (chained to the driver's
-  error); exceptions raised by the caller's own code pass through unchanged.
+  error); exceptions raised by the caller's own code pass through unchanged. When the
+  database cannot be reached (connection refused or lost, pool exhausted, database
+  locked) the error is its subclass :class:`proxy.errors.StoreUnavailableError` (503,
+  worth retrying), and ``store.health`` (:mod:`control.store.health`) records it.
 
 The concrete methods here (route weights, the generic ``kv`` table) are written once
 against ``Transaction`` and take an optional ``tx`` to join a caller's transaction.
@@ -24,6 +27,7 @@ against ``Transaction`` and take an optional ``tx`` to join a caller's transacti
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from abc import ABC, abstractmethod
@@ -34,12 +38,16 @@ from types import TracebackType
 from typing import Any, ClassVar, Self
 
 from control.audit import AuditLog, EventType, canonical_json, format_ts, utc_now
+from control.store.health import StoreHealth
 from control.store.migrations import apply_migrations
-from proxy.errors import InvalidInputError
+from proxy.errors import InvalidInputError, StoreError, StoreUnavailableError
 
 Row = dict[str, Any]
 Params = Sequence[Any]
 Clock = Callable[[], datetime]
+
+#: how long a readiness ping may take before the store counts as unavailable
+PING_TIMEOUT_S = 2.0
 
 
 class Transaction(ABC):
@@ -73,6 +81,7 @@ class Store(ABC):
     def __init__(self, *, hmac_key: bytes | None = None, clock: Clock = utc_now) -> None:
         self.clock = clock
         self.audit = AuditLog(self, hmac_key=hmac_key, clock=clock)
+        self.health = StoreHealth()
 
     async def open(self) -> None:
         """Connect and bring the schema up to date (see :mod:`control.store.migrations`)."""
@@ -90,13 +99,36 @@ class Store(ABC):
     async def close(self) -> None:
         """Release every connection and thread; safe to call twice."""
 
-    @abstractmethod
-    async def ping(self) -> bool:
-        """Whether the database answers (readiness)."""
+    async def ping(self, timeout_s: float = PING_TIMEOUT_S) -> bool:
+        """Whether the database starts a write transaction within ``timeout_s``
+        (readiness; nothing is written); the outcome updates ``health``. A write
+        transaction, because a store that still reads but cannot take writes (a SQLite
+        file another process keeps locked) refuses every admin write."""
+        try:
+            async with asyncio.timeout(timeout_s), self.transaction() as tx:
+                await tx.fetchone("SELECT max(version) AS v FROM schema_migrations")
+        except TimeoutError:
+            self.health.failed(f"no answer within {timeout_s:g} s")
+            return False
+        except StoreError:
+            return False
+        return True
+
+    @asynccontextmanager
+    async def transaction(self, *, readonly: bool = False) -> AsyncIterator[Transaction]:
+        """Commit on normal exit, roll back when the block raises; the outcome (reached
+        or unavailable) updates ``health``."""
+        try:
+            async with self._transaction(readonly=readonly) as tx:
+                yield tx
+        except StoreUnavailableError as exc:
+            self.health.failed(exc.detail)
+            raise
+        self.health.succeeded()
 
     @abstractmethod
-    def transaction(self, *, readonly: bool = False) -> AbstractAsyncContextManager[Transaction]:
-        """Commit on normal exit, roll back when the block raises."""
+    def _transaction(self, *, readonly: bool) -> AbstractAsyncContextManager[Transaction]:
+        """The dialect's transaction: commit on normal exit, roll back when it raises."""
 
     async def __aenter__(self) -> Self:
         await self.open()

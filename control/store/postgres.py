@@ -17,6 +17,18 @@ by :func:`to_pyformat`; a literal ``%`` is escaped and ``?`` inside quotes is le
 alone (so the JSONB ``?`` operators are not usable; JSON is TEXT here anyway).
 ``schema=`` sets the ``search_path`` of every connection (the tests use a fresh schema
 each).
+
+When the server goes away (a restart, a failover, a network cut) the store recovers by
+itself: an error that says the connection is gone (:func:`is_unavailable`) becomes
+:class:`~proxy.errors.StoreUnavailableError` and drops every idle connection (they share
+the fate of the one that failed); the next transaction connects afresh. A connection
+taken from the idle list may still have died unnoticed, so its ``BEGIN`` doubles as the
+liveness check: if it fails for that reason, the transaction starts again on a new
+connection (nothing of the caller's has run yet). Waiting for a free connection is bounded
+by ``connect_timeout_s`` too, and TCP keepalives plus ``tcp_user_timeout`` are on by
+default (:data:`KEEPALIVE_DEFAULTS`, unless the URL sets them), so a transaction waiting
+on a server that vanished without a reset fails within about 15 s instead of hanging on
+its connection for the kernel's two hours.
 """
 
 from __future__ import annotations
@@ -24,17 +36,46 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import psycopg
 from psycopg import pq, sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 
 from control.audit import utc_now
 from control.store.base import Clock, Params, Row, Store, Transaction
-from proxy.errors import StoreError
+from proxy.errors import StoreError, StoreUnavailableError
 
 Conn = psycopg.AsyncConnection[DictRow]
+
+#: libpq settings that bound how long a dead server can hold a connection (seconds;
+#: ``tcp_user_timeout`` in ms). The state URL overrides any of them.
+KEEPALIVE_DEFAULTS = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+                      "keepalives_count": 3, "tcp_user_timeout": 15_000}
+# SQLSTATEs that mean "the server is not there for now": connection exceptions (08),
+# insufficient resources (53: too many connections, disk full), and a server shutting
+# down or starting up (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect).
+_UNAVAILABLE_CLASSES = ("08", "53")
+_UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def is_unavailable(exc: psycopg.Error) -> bool:
+    """Whether a driver error means the server cannot be reached (worth retrying later)
+    rather than that the statement was wrong. libpq's own errors (no SQLSTATE: refused,
+    reset, EOF, connect timeout) are all about the connection."""
+    state = exc.sqlstate
+    if state is None:
+        return isinstance(exc, psycopg.OperationalError)
+    return state.startswith(_UNAVAILABLE_CLASSES) or state in _UNAVAILABLE_STATES
+
+
+def translate(exc: psycopg.Error, prefix: str = "postgresql") -> StoreError:
+    """The store error for a driver error."""
+    cls = StoreUnavailableError if is_unavailable(exc) else StoreError
+    first = str(exc).strip().partition("\n")[0]  # libpq adds indented advice lines
+    return cls(f"{prefix}: {first}")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -76,7 +117,7 @@ class PostgresTransaction(Transaction):
                 rows = await (cur.fetchall() if n is None else cur.fetchmany(n))
                 return cur.rowcount, rows
         except psycopg.Error as exc:
-            raise StoreError(f"postgresql: {exc}") from exc
+            raise translate(exc) from exc
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         return (await self._run(sql, params, 0))[0]
@@ -119,6 +160,12 @@ class PostgresStore(Store):
         self._slots = asyncio.Semaphore(pool_size)
         self._idle: list[Conn] = []
         self._open = False
+        try:
+            given = conninfo_to_dict(url)
+        except psycopg.Error as exc:
+            raise StoreError(f"postgresql: bad URL: {exc}") from exc
+        self._keepalive: dict[str, Any] = {
+            k: v for k, v in KEEPALIVE_DEFAULTS.items() if k not in given}
 
     async def _new_connection(self) -> Conn:
         try:
@@ -127,9 +174,10 @@ class PostgresStore(Store):
                 autocommit=True,
                 row_factory=dict_row,
                 connect_timeout=self._connect_timeout,
+                **self._keepalive,
             )
         except psycopg.Error as exc:
-            raise StoreError(f"postgresql: cannot connect: {exc}") from exc
+            raise translate(exc, "postgresql: cannot connect") from exc
         if self._schema is not None:
             try:
                 await conn.execute(
@@ -138,20 +186,26 @@ class PostgresStore(Store):
             except BaseException as exc:
                 await conn.close()
                 if isinstance(exc, psycopg.Error):
-                    raise StoreError(f"postgresql: {exc}") from exc
+                    raise translate(exc) from exc
                 raise
         return conn
 
-    async def _acquire(self) -> Conn:
+    async def _acquire(self) -> tuple[Conn, bool]:
+        """A connection and whether it was reused from the idle list."""
         if not self._open:
             raise StoreError("store is not open")
-        await self._slots.acquire()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise StoreUnavailableError(
+                f"postgresql: no connection free within {self._connect_timeout} s") from None
         try:
             while self._idle:
                 conn = self._idle.pop()
                 if not conn.closed:
-                    return conn
-            return await self._new_connection()
+                    return conn, True
+            return await self._new_connection(), False
         except BaseException:
             self._slots.release()
             raise
@@ -174,32 +228,47 @@ class PostgresStore(Store):
 
     async def close(self) -> None:
         self._open = False  # connections still in use are closed when released
+        await self._drop_idle()
+
+    async def _drop_idle(self) -> None:
         idle, self._idle = self._idle, []
         for conn in idle:
             await conn.close()
 
-    async def ping(self) -> bool:
-        try:
-            async with self.transaction(readonly=True) as tx:
-                await tx.fetchone("SELECT 1 AS ok")
-        except StoreError:
-            return False
-        return True
+    async def _begin(self, stack: AsyncExitStack, readonly: bool) -> Conn:
+        """A connection inside a fresh transaction (``BEGIN [READ ONLY]``), ended and
+        released when ``stack`` closes; a reused connection whose BEGIN finds it dead is
+        replaced (nothing of the caller's has run yet)."""
+        while True:
+            conn, reused = await self._acquire()
+            attempt = AsyncExitStack()
+            attempt.push_async_callback(self._release, conn)  # runs after the tx ends
+            try:
+                await conn.set_read_only(readonly)  # BEGIN READ ONLY: no extra round trip
+                await attempt.enter_async_context(conn.transaction())
+            except BaseException as exc:
+                await attempt.aclose()
+                if isinstance(exc, psycopg.Error) and reused and is_unavailable(exc):
+                    await self._drop_idle()  # its siblings likely died too
+                    continue
+                raise
+            stack.push_async_exit(attempt)
+            return conn
 
     @asynccontextmanager
-    async def transaction(self, *, readonly: bool = False) -> AsyncIterator[Transaction]:
-        conn = await self._acquire()
-        tx: PostgresTransaction | None = None
+    async def _transaction(self, *, readonly: bool) -> AsyncIterator[Transaction]:
         try:
-            async with conn.transaction():
-                if readonly:
-                    await conn.execute("SET TRANSACTION READ ONLY")
-                tx = PostgresTransaction(conn, readonly=readonly)
+            async with AsyncExitStack() as stack:
+                tx = PostgresTransaction(await self._begin(stack, readonly), readonly=readonly)
                 try:
                     yield tx
                 finally:
                     tx.closed = True
         except psycopg.Error as exc:
-            raise StoreError(f"postgresql: {exc}") from exc
-        finally:
-            await self._release(conn)
+            error = translate(exc)
+            if isinstance(error, StoreUnavailableError):
+                await self._drop_idle()
+            raise error from exc
+        except StoreUnavailableError:
+            await self._drop_idle()
+            raise

@@ -16,6 +16,13 @@ loss; ``?synchronous=normal`` trades that for speed), ``busy_timeout`` (default 
 exclusive across processes from their first statement, which also serialises audit
 appends (``lock()`` is a no-op here). Read-only transactions are plain ``BEGIN`` under
 ``PRAGMA query_only``.
+
+Unavailable, not broken: SQLite answers "database is locked" when another process holds
+the write lock past ``busy_timeout`` (an operator's ``sqlite3`` shell left in a
+transaction, a long maintenance job), and I/O, disk-full or cannot-open errors when the
+file system misbehaves. Those may pass, so they surface as
+:class:`~proxy.errors.StoreUnavailableError` (503 with ``Retry-After``); anything else
+(a constraint, bad SQL) stays a plain :class:`~proxy.errors.StoreError`.
 """
 
 from __future__ import annotations
@@ -31,10 +38,20 @@ from typing import Any, TypeVar
 
 from control.audit import utc_now
 from control.store.base import Clock, Params, Row, Store, Transaction
-from proxy.errors import StoreError
+from proxy.errors import StoreError, StoreUnavailableError
 
 T = TypeVar("T")
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+# Primary result codes that say "not now" rather than "wrong": BUSY, LOCKED, IOERR, FULL,
+# CANTOPEN, PROTOCOL (https://www.sqlite.org/rescode.html).
+UNAVAILABLE_CODES = frozenset({5, 6, 10, 13, 14, 15})
+
+
+def translate(exc: sqlite3.Error) -> StoreError:
+    """The store error for a sqlite3 error: unavailable (worth retrying) or not."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    unavailable = isinstance(code, int) and (code & 0xFF) in UNAVAILABLE_CODES
+    return (StoreUnavailableError if unavailable else StoreError)(f"sqlite: {exc}")
 
 
 class SqliteTransaction(Transaction):
@@ -97,7 +114,7 @@ class SqliteStore(Store):
         try:
             return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
         except sqlite3.Error as exc:
-            raise StoreError(f"sqlite: {exc}") from exc
+            raise translate(exc) from exc
 
     async def _connect(self) -> None:
         if self._executor is not None:
@@ -155,17 +172,8 @@ class SqliteStore(Store):
             finally:
                 self._shutdown()
 
-    async def ping(self) -> bool:
-        if self._conn is None:
-            return False
-        try:
-            await self.call(_fetch, self._conn, "SELECT 1", (), 1)
-        except StoreError:
-            return False
-        return True
-
     @asynccontextmanager
-    async def transaction(self, *, readonly: bool = False) -> AsyncIterator[Transaction]:
+    async def _transaction(self, *, readonly: bool) -> AsyncIterator[Transaction]:
         async with self._lock:
             if self._conn is None:
                 raise StoreError("store is not open")

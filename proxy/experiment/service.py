@@ -15,6 +15,10 @@
 * **Looks** — every flush is a look for the always-valid p-value: its running minimum is
   persisted, and a point of the cumulative difference is appended to the series the plot
   draws.
+* **Store unavailable** — counting goes on in memory (this process's book is cumulative,
+  so the next flush after the store returns carries everything); looks, reports, stops and
+  conclusions wait for it: a look's running minimum and series point, and a decision's new
+  state, change this process's copy only after the store has them.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from proxy.errors import ConflictError, InvalidInputError, NotFoundError
+from proxy.errors import ConflictError, InvalidInputError, NotFoundError, StoreUnavailableError
 from proxy.experiment.book import ExperimentBook, merge, totals_json
 from proxy.experiment.report import build_report, series_point
 
@@ -184,10 +188,11 @@ class ExperimentService:
         rr = self._route_of(name)
         report, seq = build_report(meta, totals, rr)
         if meta["state"] == "running":
-            meta["seq"] = seq
             point = series_point(self._clock(), report)
-            meta["series"] = [*meta.get("series", []), point][-SERIES_MAX:]
+            meta = {**meta, "seq": seq,
+                    "series": [*meta.get("series", []), point][-SERIES_MAX:]}
             await store.kv_put(NS_META, name, meta)
+            self.meta[name] = meta  # only once stored: a failed write leaves no trace
         report["series"] = meta.get("series", [])
         return report
 
@@ -198,6 +203,8 @@ class ExperimentService:
                 try:
                     if self.running(name):
                         await self.look(name)
+                except StoreUnavailableError:
+                    break  # no look until the store is back (it logs the outage once)
                 except Exception:  # a bad look must not stop counting
                     log.exception("experiment %s: look failed", name)
 
@@ -214,12 +221,13 @@ class ExperimentService:
             meta = self.meta[name]
             if meta["state"] == "concluded" or (meta["state"] == "stopped" and winner is None):
                 raise ConflictError(f"experiment {name!r} is already {meta['state']}")
-            meta.update(state="concluded" if winner else "stopped", winner=winner,
-                        decided_by=actor, ended_at=self._clock())
+            meta = {**meta, "state": "concluded" if winner else "stopped", "winner": winner,
+                    "decided_by": actor, "ended_at": self._clock()}
             kind = "experiment.concluded" if winner else "experiment.stopped"
             async with store.transaction() as tx:
                 await store.kv_put(NS_META, name, meta, tx=tx)
                 await audit.append(tx, kind, actor, f"experiment/{name}",
                                    {"winner": winner, "route": rr.config.name,
                                     "comparisons": report["comparisons"]})
+            self.meta[name] = meta  # counting stops only once the decision is stored
         return {**report, "state": meta["state"], "winner": winner, "decided_by": actor}

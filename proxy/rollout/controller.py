@@ -13,6 +13,14 @@ restarted proxy resumes at the step it had reached.
 Concurrent writers (a leader's tick, an operator's ``pause`` on another proxy) are ordered
 by a revision number: a write whose revision is no longer the stored one is dropped, and
 the next tick starts again from what is stored.
+
+When the store is unavailable the controller **freezes**: a tick that cannot renew the
+lease, read the rollouts or commit a transition changes nothing here (a decision is applied
+only after its transaction commits), so no step, promotion or rollback happens on what
+could not be read or written, and this proxy stops counting itself leader. Once the store
+answers again, the first tick starts every progressing rollout's step window afresh at its
+persisted step (as after a restart), so neither the outage nor the traffic judged before
+it is charged to the candidate, and ``progress_deadline_s`` counts from the return.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from proxy.config import Rollout
-from proxy.errors import ConflictError
+from proxy.errors import ConflictError, StoreUnavailableError
 from proxy.notify import Notifier
 from proxy.observe import VariantSnapshot, buckets_ms, delta
 from proxy.rollout import machine as m
@@ -81,6 +89,7 @@ class RolloutController:
         self.is_leader = False
         self._states: dict[str, tuple[int, m.RolloutState]] = {}
         self._http: aiohttp.ClientSession | None = None
+        self.frozen = False  # the last tick found the store unavailable
         # route -> (rollout id, step, step start) of the window and its starting snapshots
         self._windows: dict[str, tuple[tuple[str, int, float], dict[str, VariantSnapshot]]] = {}
 
@@ -104,11 +113,22 @@ class RolloutController:
         while True:
             try:
                 await self.tick()
+            except StoreUnavailableError:
+                self._freeze()
             except Exception:  # keep leading: one bad tick must not end the loop
                 log.exception("rollout tick failed")
             await asyncio.sleep(self._tick_s)
 
+    def _freeze(self) -> None:
+        """The store is away: lead nothing, and judge no window that spans the outage."""
+        self.is_leader = False
+        self._windows.clear()
+        if not self.frozen:
+            log.warning("rollouts frozen at their steps: the state store is unavailable")
+        self.frozen = True
+
     async def tick(self) -> None:
+        self.is_leader = False  # until the lease is renewed
         self.is_leader = await self._hold_lease()
         states = await self.load()
         for rev, st in states.values():
@@ -116,6 +136,9 @@ class RolloutController:
             self._ensure_field(st)
             if self.is_leader and st.status is m.Status.PROGRESSING:
                 await self._advance(rev, st)
+        if self.frozen:
+            log.warning("rollouts resume at their persisted steps: the state store is back")
+        self.frozen = False
 
     async def _hold_lease(self) -> bool:
         store = self._state.store
@@ -188,9 +211,10 @@ class RolloutController:
         now = self._clock()
         window = self._windows.get(st.route)
         stale = window is None or window[0] != (st.id, st.step, st.step_started_at)
-        if st.step != m.SHADOW_STEP and stale:
+        if (st.step != m.SHADOW_STEP and stale) or self.frozen:
             # First look at this step here (a restart, a takeover, a command on another
-            # proxy): the window starts now, so the step is judged on fresh traffic.
+            # proxy, the store back after an outage): the window starts now, so the step
+            # is judged on fresh traffic.
             fresh = dataclasses.replace(st, step_started_at=now, holding_since=None,
                                         next_judge_at=now + policy.step_interval_s)
             await self.commit(rev, st, fresh, m.Event.HOLD, CONTROLLER)
