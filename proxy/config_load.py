@@ -20,7 +20,8 @@ from pydantic_core import ErrorDetails
 
 from proxy.config import Settings, cross_check
 from proxy.errors import ConfigError, ConfigProblem
-from proxy.yaml_load import MAX_YAML_BYTES, TOO_LARGE, load_yaml
+from proxy.yaml_load import MAX_YAML_BYTES, TOO_LARGE
+from proxy.yaml_load import load_yaml as load_yaml  # re-exported for control.auth
 
 _ENV_RE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 

@@ -44,6 +44,10 @@ class _LimitError(ComposerError):
     """A size, depth or alias limit; its message is shown without "syntax error"."""
 
 
+class _PlainError(ConstructorError):
+    """A value Python refuses; shown without "syntax error" too."""
+
+
 class _Loader(yaml.SafeLoader):
     """``SafeLoader`` that refuses duplicate keys, deep nesting and alias bombs."""
 
@@ -79,6 +83,16 @@ class _Loader(yaml.SafeLoader):
                               "aliases are expanded", mark)
         return node
 
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        # A scalar Python refuses (an int of 5,000 digits, the 45th of month 13) raises a
+        # plain ValueError out of PyYAML: name its place like any other YAML error.
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            reason = str(exc).split(";")[0]  # not Python's advice on its own settings
+            raise _PlainError(None, None, f"cannot read this value: {reason}",
+                              node.start_mark) from None
+
 
 def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
     first: dict[Any, int] = {}
@@ -102,7 +116,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> ConfigProblem:
     mark = getattr(exc, "problem_mark", None)
     where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(yaml)"
     problem = getattr(exc, "problem", None) or str(exc)
-    if isinstance(exc, _DuplicateKeyError | _LimitError):
+    if isinstance(exc, _DuplicateKeyError | _LimitError | _PlainError):
         return ConfigProblem(where, problem)
     context = getattr(exc, "context", None)
     context_mark = getattr(exc, "context_mark", None)
