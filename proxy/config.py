@@ -48,16 +48,21 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    IPvAnyNetwork,
+    SecretStr,
     field_validator,
+    model_validator,
 )
 
-from proxy.errors import ConfigProblem
+from proxy.errors import BadTargetError, ConfigProblem
+from proxy.target import normalize_target
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 NAME_RULE = "[a-z0-9][a-z0-9._-]{0,63}"
 HASH_ON_RE = re.compile(r"^(header|cookie|query):[A-Za-z0-9!#$%&'*+.^_`|~-]+$|^client_ip$")
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _METHOD_RE = re.compile(r"^[A-Z]+$")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 
 
 def _not_bool(value: Any) -> Any:
@@ -241,9 +246,66 @@ class Match(Model):
     @field_validator("path_prefix")
     @classmethod
     def _prefix(cls, v: str) -> str:
+        # Requests are matched in their normal form (proxy.target), so a prefix in any
+        # other form could never match; say so instead of silently serving nothing.
         if not v.startswith("/"):
             raise ValueError("must start with '/'")
+        try:
+            normal = normalize_target("GET", v)
+        except BadTargetError as exc:
+            raise ValueError(exc.detail) from None
+        if normal.path_qs != v:
+            raise ValueError(f"write it in normal form, {normal.path_qs!r} (requests are "
+                             "matched after dot-segments and percent-encodings are resolved)")
         return v
+
+
+def _network(value: Any) -> Any:
+    """``10.0.0.0/8``, ``::1/128`` or a bare address; the reason when it is none of them."""
+    if isinstance(value, str):
+        try:
+            return ipaddress.ip_network(value.strip())
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+class TrustedPins(Model):
+    """Where a pin must come from to count toward rollout judgement: every condition given
+    must hold (a ``secret`` sent in ``header``, a source address in ``sources``)."""
+
+    header: str = "x-splitway-pin-secret"
+    secret: SecretStr | None = None
+    sources: tuple[Annotated[IPvAnyNetwork, BeforeValidator(_network)], ...] | None = None
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, v: str) -> str:
+        if not _TOKEN_RE.fullmatch(v):
+            raise ValueError(f"{v!r} is not a header name")
+        if v.lower() in ("x-splitway-variant", "x-splitway-shadow", "x-request-id", "host"):
+            raise ValueError(f"{v!r} is a header splitway uses for something else")
+        return v.lower()
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 16:
+            raise ValueError("use at least 16 characters (e.g. ${SPLITWAY_PIN_SECRET})")
+        return v
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, v: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+        if v is not None and not v:
+            raise ValueError("give at least one network, or leave sources out")
+        return v
+
+    @model_validator(mode="after")
+    def _some(self) -> TrustedPins:
+        if self.secret is None and self.sources is None:
+            raise ValueError("give secret, sources or both")
+        return self
 
 
 class Split(Model):
@@ -253,6 +315,7 @@ class Split(Model):
     hash_on: str | None = None
     weights: dict[str, NonNegativeFloat]
     allow_pin: bool = False
+    trusted_pins: TrustedPins | None = None
 
     @field_validator("hash_on")
     @classmethod
@@ -384,6 +447,7 @@ class RouteConfig(Model):
     rollout: Rollout | None = None
     experiment: Experiment | None = None
     max_body_bytes: Annotated[Int, Field(ge=0)] = 1 << 30
+    max_concurrency: Annotated[Int, Field(ge=1)] | None = None  # None: unlimited
 
 
 class ApprovalPolicy(Model):
@@ -518,6 +582,8 @@ def cross_check(s: Settings) -> list[ConfigProblem]:
             bad(f"{at}.split.hash_on", "strategy 'hash' needs hash_on")
         if r.split.strategy != "hash" and r.split.hash_on is not None:
             bad(f"{at}.split.hash_on", "hash_on is used only with strategy: hash")
+        if r.split.trusted_pins is not None and not r.split.allow_pin:
+            bad(f"{at}.split.trusted_pins", "trusted_pins needs allow_pin: true")
         if r.shadow is not None and r.shadow.backend not in s.backends:
             bad(f"{at}.shadow.backend", f"backend {r.shadow.backend!r} is not defined {backends}")
         if r.rollout is not None:
@@ -527,6 +593,9 @@ def cross_check(s: Settings) -> list[ConfigProblem]:
                     bad(f"{at}.rollout.{key}", f"{name!r} is not a variant {variants}")
             if r.rollout.baseline == r.rollout.candidate:
                 bad(f"{at}.rollout.candidate", "candidate and baseline must differ")
+            if r.rollout.strategy == "blue_green" and r.split.trusted_pins is None:
+                bad(f"{at}.rollout.strategy", "blue_green is judged on pinned requests: give "
+                    "split.allow_pin and split.trusted_pins")
         if r.experiment is not None:
             e = r.experiment
             if not NAME_RE.fullmatch(e.name):

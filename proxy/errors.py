@@ -158,9 +158,16 @@ class OverloadedError(ProxyError):
 
 
 class UpstreamError(ProxyError):
+    """``detail`` names the backend only; ``internal`` (endpoint URL, OS error) is for the
+    log and never reaches a response body."""
+
     kind, status = "upstream", 502
     reason: ClassVar[UpstreamReason] = "reset"
     cause: ClassVar[Cause] = Cause.BACKEND
+
+    def __init__(self, detail: str = "", internal: str = "") -> None:
+        super().__init__(detail)
+        self.internal = internal
 
 
 class UpstreamConnectError(UpstreamError):

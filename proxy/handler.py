@@ -1,9 +1,18 @@
-"""The request path: match -> choose variant -> forward, streaming both ways -> observe.
+"""The request path: normalize the target -> match -> choose variant -> forward, streaming
+both ways -> observe.
 
 Everything here either looks something up in the current :class:`~proxy.runtime.Runtime`
-or moves bytes; decisions live in :mod:`proxy.routing`, :mod:`proxy.splitter` and
-:mod:`proxy.outlier`. Errors raised on the way are :mod:`proxy.errors` types, turned into
-the JSON error shape in exactly one place (:func:`error_response`).
+or moves bytes; decisions live in :mod:`proxy.target`, :mod:`proxy.routing`,
+:mod:`proxy.splitter`, :mod:`proxy.pins` and :mod:`proxy.outlier`. Errors raised on the
+way are :mod:`proxy.errors` types, turned into the JSON error shape in exactly one place
+(:func:`error_response`).
+
+The target the router matches is the very string sent upstream
+(:func:`proxy.target.normalize_target`); aiohttp's decoded ``request.path`` is never used.
+
+Every outcome is recorded with its :class:`~proxy.errors.Cause`: only the backend's own
+(an answer, or a connect/reset/timeout failure) from a fairly chosen request (not an
+untrusted pin) reaches the rollout judge and experiments.
 
 A client that goes away cancels this handler (the server runs with handler
 cancellation); the ``finally`` blocks close the upstream response, so the backend sees the
@@ -22,14 +31,23 @@ from typing import Protocol
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from proxy.errors import (
     BadPinError,
+    BadRequestError,
     BodyTooLargeError,
+    Cause,
+    ClientClosedError,
+    ClientTimeoutError,
     NoRouteError,
+    OverloadedError,
+    ProxyError,
     SplitwayError,
     UpstreamError,
+    UpstreamTimeoutError,
     error_body,
+    headers_of,
     status_of,
 )
 from proxy.experiment.service import ExperimentService
@@ -43,6 +61,7 @@ from proxy.mirror import Capture, Mirror, Ticket
 from proxy.observe import VariantStats
 from proxy.runtime import RouteRuntime, Runtime
 from proxy.shadow_compare import json_number
+from proxy.target import Target, normalize_target
 from proxy.upstream import BackendPool, Exchange, translate
 
 CLIENT_CLOSED = 499
@@ -65,7 +84,7 @@ class RuntimeHolder(Protocol):
 def error_response(
     exc: BaseException, request_id: str, route: str | None = None, variant: str | None = None
 ) -> web.Response:
-    headers = {REQUEST_ID_HEADER: request_id}
+    headers = {REQUEST_ID_HEADER: request_id, **headers_of(exc)}
     if variant is not None:
         headers[VARIANT_HEADER] = variant
     return web.json_response(
@@ -76,10 +95,15 @@ def error_response(
 
 
 class How(Enum):
-    PIN = "pin"
+    PIN = "pin"  # pinned from a source trusted_pins does not name: routed, not judged
+    TRUSTED_PIN = "trusted_pin"
     HASH = "hash"
     RANDOM = "random"
     FALLBACK = "fallback"  # a hash split whose request lacked the key
+
+    @property
+    def pinned(self) -> bool:
+        return self is How.PIN or self is How.TRUSTED_PIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +111,11 @@ class Choice:
     variant: str
     how: How
     key: str | None = None
+
+    @property
+    def judged(self) -> bool:
+        """Whether the request is a fair sample the rollout judge may read."""
+        return self.how is not How.PIN
 
 
 def choose_variant(rr: RouteRuntime, request: web.Request, rng: random.Random) -> Choice:
@@ -97,7 +126,9 @@ def choose_variant(rr: RouteRuntime, request: web.Request, rng: random.Random) -
         if pinned is not None:
             if pinned not in rr.config.variants:
                 raise BadPinError(f"{VARIANT_HEADER}: {pinned!r} is not a variant of this route")
-            return Choice(pinned, How.PIN)
+            trust = rr.pin_trust
+            trusted = trust is not None and trust.trusts(request.headers, request.remote)
+            return Choice(pinned, How.TRUSTED_PIN if trusted else How.PIN)
     if rr.hash_source is not None:
         kind, name = rr.hash_source
         key: str | None
@@ -116,31 +147,69 @@ def choose_variant(rr: RouteRuntime, request: web.Request, rng: random.Random) -
     return Choice(rr.table.pick_random(rng.random()), How.RANDOM)
 
 
-class _LimitedBody:
-    """Streams the client's body upstream, stopping at the route's size limit."""
+def client_body_error(exc: BaseException) -> ProxyError:
+    """The error for a failure reading the client's request body (always the client's)."""
+    if isinstance(exc, HttpProcessingError):
+        return BadRequestError(f"malformed request body: {exc.message}")
+    return ClientClosedError("the client closed the connection while sending its body")
 
-    __slots__ = ("_content", "_limit", "ticket", "too_large")
+
+class _LimitedBody:
+    """Streams the client's body upstream, stopping at the route's size limit.
+
+    ``failure`` keeps the client-caused error it raised (so the caller charges the client,
+    not the backend); ``waiting`` is True while it waits for the client's next bytes — and
+    stays True if the exchange is cut meanwhile: a timeout then is the client's stall."""
+
+    __slots__ = ("_content", "_limit", "failure", "ticket", "waiting")
 
     def __init__(self, content: aiohttp.StreamReader, limit: int) -> None:
         self._content = content
         self._limit = limit
-        self.too_large = False
+        self.failure: ProxyError | None = None
+        self.waiting = False
         self.ticket: Ticket | None = None  # a shadow copy is taken as the body streams
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         total = 0
-        async for chunk in self._content.iter_chunked(CHUNK):
+        while True:
+            self.waiting = True
+            try:
+                chunk = await self._content.read(CHUNK)
+            except (OSError, HttpProcessingError) as exc:
+                self.failure = client_body_error(exc)
+                raise self.failure from exc
+            self.waiting = False
+            if not chunk:
+                break
             total += len(chunk)
             if total > self._limit:
-                self.too_large = True
                 # Raising aborts the upstream request instead of ending it cleanly, so the
                 # backend never takes a truncated body for a whole one.
-                raise BodyTooLargeError(f"request body over {self._limit} bytes")
+                self.failure = BodyTooLargeError(f"request body over {self._limit} bytes")
+                raise self.failure
             if self.ticket is not None:
                 self.ticket.body.feed(chunk)
             yield chunk
         if self.ticket is not None:
             self.ticket.end_request()
+
+    def owns(self, error: UpstreamError) -> ProxyError | None:
+        """The client-caused error behind an upstream failure, if it was the client's."""
+        if self.failure is not None:
+            return self.failure
+        if isinstance(error, UpstreamTimeoutError) and self.waiting:
+            return ClientTimeoutError("the request body did not arrive before the upstream "
+                                      "timeout")
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Relayed:
+    status: int
+    response: web.StreamResponse
+    aborted: bool  # the response was cut after its headers were sent
+    cause: Cause
 
 
 class ProxyHandler:
@@ -161,37 +230,50 @@ class ProxyHandler:
         rt.enter()
         request_id = request.headers.get(REQUEST_ID_HEADER) or os.urandom(16).hex()
         try:
-            matched = rt.router.match(request.method, request.host, request.path,
-                                      request.headers)
+            target = normalize_target(request.method, request.raw_path)
+            # RFC 9112 §3.2.2: an absolute-form target's authority stands for Host.
+            host = target.authority if target.authority is not None else request.host
+            matched = rt.router.match(request.method, host, target.path, request.headers)
             if matched is None:
-                raise NoRouteError(f"no route matches {request.method} {request.path}")
+                raise NoRouteError(f"no route matches {request.method} {target.path}")
             rr = rt.routes[matched.name]
+            limit = rr.config.max_concurrency
+            if limit is not None and rr.stats.in_flight >= limit:
+                # Refused at once, never queued, and before a variant is chosen: an
+                # overload is nobody's variant's fault.
+                rr.stats.record_overload()
+                return error_response(OverloadedError(
+                    f"route {rr.config.name!r} has {limit} requests in flight"),
+                    request_id, rr.config.name)
             try:
                 choice = choose_variant(rr, request, self._rng)
             except SplitwayError as exc:
                 return error_response(exc, request_id, rr.config.name)
-            return await self._forward(request, rr, choice, request_id)
+            return await self._forward(request, target, rr, choice, request_id)
         except SplitwayError as exc:
             return error_response(exc, request_id)
         finally:
             rt.leave()
 
     async def _forward(
-        self, request: web.Request, rr: RouteRuntime, choice: Choice, request_id: str
+        self, request: web.Request, target: Target, rr: RouteRuntime, choice: Choice,
+        request_id: str,
     ) -> web.StreamResponse:
         route, variant = rr.config.name, choice.variant
         stats = rr.stats.variant(variant)
         pool: BackendPool = rr.pools[variant]
         started = self._clock()
-        status = CLIENT_CLOSED
+        # Until an answer or a backend failure says otherwise: a cancelled handler is a
+        # client that went away.
+        status, cause = CLIENT_CLOSED, Cause.CLIENT
         ttfb: float | None = None
         aborted = False
         ticket: Ticket | None = None
         answered: aiohttp.ClientResponse | None = None
-        rule = rr.success if choice.how is not How.PIN else None  # pins are not randomised
+        rule = rr.success if not choice.how.pinned else None  # pins are not randomised
         verdict_body = Capture(EXPERIMENT_BODY_CAP) if rule and rule.needs_body else None
         field_path = rr.json_field  # a rollout's json_metric check is reading this field
-        field_body = Capture(EXPERIMENT_BODY_CAP) if field_path else None
+        field_body = Capture(EXPERIMENT_BODY_CAP) if field_path and choice.judged else None
         rr.stats.enter()
         try:
             limit = rr.config.max_body_bytes
@@ -206,15 +288,20 @@ class ProxyHandler:
             body: _LimitedBody | None = None
             if request.body_exists:
                 if request.content_length is not None and request.content_length <= SMALL_BODY:
-                    small = await request.read()
+                    try:
+                        small = await request.read()
+                    except (OSError, HttpProcessingError) as exc:
+                        error = client_body_error(exc)
+                        status = error.status
+                        return error_response(error, request_id, route, variant)
                 else:
                     body = _LimitedBody(request.content, limit)
             headers = upstream_request_headers(
                 request.headers, client_ip=request.remote, scheme=request.scheme,
-                request_id=request_id,
+                request_id=request_id, host=target.authority, drop=rr.drop_headers,
             )
             if rr.shadow is not None:
-                ticket = self._holder.mirror.begin(rr.shadow, request.method, request.raw_path,
+                ticket = self._holder.mirror.begin(rr.shadow, request.method, target.path_qs,
                                                    headers, request_id, request.content_length)
                 if ticket is not None:
                     if body is None:
@@ -224,28 +311,34 @@ class ProxyHandler:
                     else:
                         body.ticket = ticket
             try:
-                exchange = await pool.open(request.method, request.raw_path, headers,
+                exchange = await pool.open(request.method, target.path_qs, headers,
                                            body.__aiter__() if body else small)
             except UpstreamError as exc:
-                if body is not None and body.too_large:
-                    status = BodyTooLargeError.status
-                    return error_response(BodyTooLargeError(f"request body over {limit} bytes"),
-                                          request_id, route, variant)
+                own = body.owns(exc) if body is not None else None
+                if own is not None:
+                    status = own.status
+                    return error_response(own, request_id, route, variant)
                 stats.record_upstream_error(exc.reason)
-                status = exc.status
+                pool.warn(exc, request_id)
+                status, cause = exc.status, Cause.BACKEND
+                return error_response(exc, request_id, route, variant)
+            except ProxyError as exc:  # raised by the body's source: the client's doing
+                status, cause = exc.status, exc.cause
                 return error_response(exc, request_id, route, variant)
             ttfb = self._clock() - started
             sinks = tuple(c for c in (ticket.response if ticket else None, verdict_body,
                                       field_body) if c)
-            status, response, aborted = await self._relay(
-                request, exchange, route, variant, request_id, stats, body, sinks)
+            relayed = await self._relay(request, exchange, pool, variant, route, request_id,
+                                        stats, body, sinks)
+            status, cause, aborted = relayed.status, relayed.cause, relayed.aborted
             if not aborted and status == exchange.response.status:
                 answered = exchange.response
-            return response
+            return relayed.response
         finally:
             rr.stats.leave()
             duration = self._clock() - started
-            stats.record(status, duration, ttfb, aborted=aborted)
+            stats.record(status, duration, ttfb, cause=cause, judged=choice.judged,
+                         aborted=aborted)
             if ticket is not None:
                 ticket.end_primary(answered.status if answered else None, duration,
                                    answered.headers.get("content-type", "") if answered else "")
@@ -253,7 +346,7 @@ class ProxyHandler:
                 value = json_number(field_body.data, field_path)
                 if value is not None:
                     stats.record_field(value)
-            if rule is not None and status != CLIENT_CLOSED:
+            if rule is not None and cause is Cause.BACKEND:
                 ok = answered is not None and rule.judge(
                     status, answered.headers, verdict_body.data if verdict_body else None)
                 self._holder.experiments.record(
@@ -264,17 +357,18 @@ class ProxyHandler:
         self,
         request: web.Request,
         exchange: Exchange,
-        route: str,
+        pool: BackendPool,
         variant: str,
+        route: str,
         request_id: str,
         stats: VariantStats,
         body: _LimitedBody | None,
         sinks: tuple[Capture, ...],
-    ) -> tuple[int, web.StreamResponse, bool]:
-        """Stream the upstream response to the client; returns (status, response, aborted)
-        where ``aborted`` means the response was cut after its headers were sent."""
+    ) -> _Relayed:
+        """Stream the upstream response to the client."""
         upstream = exchange.response
         clean = False
+        writing = False  # a failure while writing to the client is the client's
         try:
             out = web.StreamResponse(
                 status=upstream.status,
@@ -288,29 +382,36 @@ class ProxyHandler:
             ).lower():
                 out.content_length = upstream.content_length
             try:
+                writing = True
                 await out.prepare(request)
+                writing = False
                 async for chunk in upstream.content.iter_any():
                     for sink in sinks:  # shadow comparison, experiment success rule
                         sink.feed(chunk)
+                    writing = True
                     await out.write(chunk)
+                    writing = False
+                writing = True
                 await out.write_eof()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                error: SplitwayError
-                if body is not None and body.too_large:
-                    error = BodyTooLargeError("request body over the route's limit")
-                else:
-                    error = translate(exc, exchange.endpoint.url)
-                    stats.record_upstream_error(error.reason)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                if writing:  # the client went away mid-response
+                    return _Relayed(CLIENT_CLOSED, out, False, Cause.CLIENT)
+                failed = translate(exc, pool.name, exchange.endpoint.url)
+                own = body.owns(failed) if body is not None else None
+                error: ProxyError = own if own is not None else failed
+                if own is None:
+                    stats.record_upstream_error(failed.reason)
+                    pool.warn(failed, request_id)
                 if not out.prepared:
-                    return error.status, error_response(error, request_id, route, variant), False
+                    return _Relayed(error.status,
+                                    error_response(error, request_id, route, variant), False,
+                                    error.cause)
                 # Headers are gone: the only honest signal left is a cut connection.
                 if request.transport is not None:
                     request.transport.close()
-                return upstream.status, out, True
-            except ConnectionResetError:
-                return CLIENT_CLOSED, out, False  # the client went away mid-response
+                return _Relayed(upstream.status, out, True, error.cause)
             clean = True
-            return upstream.status, out, False
+            return _Relayed(upstream.status, out, False, Cause.BACKEND)
         finally:
             if clean:
                 upstream.release()

@@ -13,7 +13,9 @@ and ``..._time_to_first_byte_seconds`` histograms {route, variant}, ``..._upstre
 {route, variant, reason}, ``..._variant_weight`` {route, variant}, ``..._in_flight_requests``
 {route}, ``..._shadow_requests_total`` {route, outcome}, ``..._shadow_mismatches_total``
 {route}, ``..._rollout_state`` {route, state}, ``..._rollbacks_total`` {route, reason},
-``..._hash_fallbacks_total`` {route}.
+``..._hash_fallbacks_total`` {route}, ``..._overloaded_requests_total`` {route} (refused by
+the route's ``max_concurrency``: answered 503 before a variant was chosen, so they are not in
+``splitway_requests_total``, whose labels name a variant).
 """
 
 from __future__ import annotations
@@ -85,11 +87,15 @@ class _Families:
         self.fallbacks = CounterMetricFamily(
             "splitway_hash_fallbacks_total",
             "Hash-split requests without their key, sent by random split.", labels=["route"])
+        self.overloaded = CounterMetricFamily(
+            "splitway_overloaded_requests_total",
+            "Requests refused with 503 because the route had max_concurrency in flight.",
+            labels=["route"])
 
     def all(self) -> list[Metric]:
         return [self.requests, self.duration, self.ttfb, self.upstream, self.weight,
                 self.in_flight, self.shadow, self.mismatch, self.rollout, self.rollbacks,
-                self.fallbacks]
+                self.fallbacks, self.overloaded]
 
 
 def _buckets(cumulative: list[int]) -> list[tuple[str, float]]:
@@ -125,6 +131,7 @@ class SplitwayCollector:
             f.shadow.add_metric([route, "error"], rs.shadow_errors)
             f.mismatch.add_metric([route], rs.shadow_mismatches)
             f.fallbacks.add_metric([route], rs.fallbacks)
+            f.overloaded.add_metric([route], rs.overloaded)
             for reason, n in rs.rollbacks.items():
                 f.rollbacks.add_metric([route, reason], n)
             for vs in rs.variants.values():

@@ -14,7 +14,16 @@ Per request the handler does (see :meth:`VariantStats.record`)::
     try: ... forward ...
     finally:
         rs.leave()
-        rs.variant(variant_name).record(status, duration_s, ttfb_s)
+        rs.variant(variant_name).record(status, duration_s, ttfb_s, cause=Cause.BACKEND)
+
+Two views of the same records (see :class:`proxy.errors.Cause`):
+
+* **everything** the clients got — Prometheus' ``splitway_requests_total`` (real status
+  class), the duration and TTFB histograms: :meth:`VariantStats.codes` and friends;
+* **what judges the variant** — snapshots (the rollout judge's windows) hold only records
+  whose cause is ``BACKEND`` *and* that are a fair sample of the variant (``judged``: split
+  by weight or hash, or pinned from a trusted source). A client's bad request, a client
+  that went away, an overload refusal or an untrusted pin never reaches them.
 
 Cost, measured on the dev box (CPython 3.11): hdrh's pure-Python ``record_value`` is
 ~0.7 us, so :meth:`VariantStats.record` costs ~1.8 us with a TTFB, ~1.0 us without;
@@ -41,6 +50,7 @@ import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from proxy.config import Settings
+from proxy.errors import Cause
 
 LOWEST_US: Final = 1
 HIGHEST_US: Final = 3_600_000_000  # one hour
@@ -97,9 +107,9 @@ def _to_us(seconds: float) -> int:
 class VariantStats:
     """Counters and histograms of one variant of one route (the per-request hot path)."""
 
-    __slots__ = ("_codes", "_dur_buckets", "_ttfb_buckets", "aborted", "count",
-                 "duration_sum_s", "field_values", "latency", "name", "route",
-                 "ttfb_sum_s", "upstream_errors")
+    __slots__ = ("_codes", "_dur_buckets", "_judged_codes", "_ttfb_buckets", "aborted",
+                 "count", "duration_sum_s", "field_values", "judged", "judged_duration_s",
+                 "judged_errors", "latency", "name", "route", "ttfb_sum_s", "upstream_errors")
 
     def __init__(self, route: str, name: str) -> None:
         self.route = route
@@ -108,10 +118,15 @@ class VariantStats:
         self.duration_sum_s = 0.0
         self.ttfb_sum_s = 0.0
         self.aborted = 0
+        # What the judge reads: judged records only (see the module docstring).
+        self.judged = 0
+        self.judged_errors = 0
+        self.judged_duration_s = 0.0
         self.latency = new_histogram()
         self.field_values: tuple[int, float, float] = (0, 0.0, 0.0)
         # index 0 is unused so that ``status // 100`` indexes directly
         self._codes = [0] * 6
+        self._judged_codes = [0] * 6
         # non-cumulative counts per le bound; the last slot is +Inf. Counted exactly at
         # record time (a bisect, ~0.1 us) instead of being read back from the
         # HdrHistogram, whose bins straddle some bounds (e.g. 25 ms sits in a 16 us bin).
@@ -120,28 +135,39 @@ class VariantStats:
         self.upstream_errors: dict[str, int] = dict.fromkeys(UPSTREAM_REASONS, 0)
 
     def record(self, status: int, duration_s: float, ttfb_s: float | None,
-               *, aborted: bool = False) -> None:
-        """Record one response the client got, *including* the proxy's own 502/504.
+               *, cause: Cause, judged: bool = True, aborted: bool = False) -> None:
+        """Record one response the client got, *including* the proxy's own errors.
 
         ``duration_s`` runs from request arrival to the last byte; ``ttfb_s`` to the
         response headers (``None``: none came). A status outside 100..599 counts as 5xx.
+        ``cause``: whose outcome this is; ``judged``: the request is a fair sample of the
+        variant (False for an untrusted pin). Only ``Cause.BACKEND`` records with
+        ``judged`` reach snapshots; every record reaches the Prometheus counters.
         ``aborted``: the upstream failed after the status line went out (reset or
         timeout mid-body); such a response counts as an error in snapshots.
         """
         cls = status // 100
-        self._codes[cls if 1 <= cls <= 5 else 5] += 1
+        cls = cls if 1 <= cls <= 5 else 5
+        self._codes[cls] += 1
         self.count += 1
         self.duration_sum_s += duration_s
-        self.latency.record_value(_to_us(duration_s))
         self._dur_buckets[bisect_left(BUCKETS_S, duration_s)] += 1
         if ttfb_s is not None:
             self.ttfb_sum_s += ttfb_s
             self._ttfb_buckets[bisect_left(BUCKETS_S, ttfb_s)] += 1
         if aborted:
             self.aborted += 1
+        if judged and cause is Cause.BACKEND:
+            self.judged += 1
+            self._judged_codes[cls] += 1
+            self.judged_duration_s += duration_s
+            self.latency.record_value(_to_us(duration_s))
+            if cls == 5 or aborted:
+                self.judged_errors += 1
 
     def record_field(self, x: float) -> None:
-        """A numeric response field a rollout's ``json_metric`` check compares."""
+        """A numeric response field a rollout's ``json_metric`` check compares (call it
+        for judged records only)."""
         n, s, ss = self.field_values
         self.field_values = (n + 1, s + x, ss + x * x)
 
@@ -166,11 +192,11 @@ class VariantStats:
         return _cumulative(self._ttfb_buckets)
 
     def snapshot(self) -> VariantSnapshot:
-        """Freeze the current totals (with a copy of the latency histogram)."""
-        codes = self.codes()
+        """Freeze the judged totals (with a copy of the latency histogram)."""
         return VariantSnapshot(
-            requests=self.count, errors=codes["5xx"] + self.aborted, codes=codes,
-            upstream_errors=dict(self.upstream_errors), duration_sum_s=self.duration_sum_s,
+            requests=self.judged, errors=self.judged_errors,
+            codes=dict(zip(CODE_CLASSES, self._judged_codes[1:], strict=True)),
+            upstream_errors=dict(self.upstream_errors), duration_sum_s=self.judged_duration_s,
             latency=_from_counts(_counts(self.latency)), at=time.monotonic(),
             field_values=self.field_values)
 
@@ -185,11 +211,14 @@ def _cumulative(counts: list[int]) -> list[int]:
 
 @dataclass(frozen=True, slots=True)
 class VariantSnapshot:
-    """Totals of one variant at time ``at`` (monotonic s), or of an interval (:func:`delta`).
+    """Judged totals of one variant at time ``at`` (monotonic s), or of an interval
+    (:func:`delta`): only records charged to the variant (``Cause.BACKEND``) from fair
+    samples (not untrusted pins) — what a rollout is judged on.
 
     ``errors`` = 5xx responses (which include the proxy's 502/504 for failed upstream
-    exchanges) + responses aborted mid-body; retried upstream failures the client never
-    saw are only in ``upstream_errors``. ``latency`` must not be mutated.
+    exchanges) or responses aborted mid-body, each counted once; retried upstream failures
+    the client never saw are only in ``upstream_errors`` (all requests, judged or not).
+    ``latency`` must not be mutated.
     """
 
     requests: int
@@ -241,16 +270,19 @@ def quantiles_ms(hist: HdrHistogram, percentiles: Iterable[float] = (50, 95, 99)
 
 class RouteStats:
     """Stats of one route: its variants plus route-level counters that other code bumps
-    directly (``shadow_*`` by the shadow mirror, ``fallbacks`` via :meth:`record_fallback`)."""
+    directly (``shadow_*`` by the shadow mirror, ``fallbacks`` via :meth:`record_fallback`,
+    ``overloaded`` via :meth:`record_overload`)."""
 
-    __slots__ = ("fallbacks", "in_flight", "name", "rollbacks", "shadow_dropped",
-                 "shadow_errors", "shadow_mismatches", "shadow_sent", "variants")
+    __slots__ = ("fallbacks", "in_flight", "name", "overloaded", "rollbacks",
+                 "shadow_dropped", "shadow_errors", "shadow_mismatches", "shadow_sent",
+                 "variants")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.variants: dict[str, VariantStats] = {}
         self.in_flight = 0
         self.fallbacks = 0
+        self.overloaded = 0  # requests refused by max_concurrency (503, no variant)
         self.shadow_sent = 0
         self.shadow_dropped = 0
         self.shadow_errors = 0
@@ -276,6 +308,10 @@ class RouteStats:
     def record_fallback(self) -> None:
         """A hash-split request lacked its key and fell back to random."""
         self.fallbacks += 1
+
+    def record_overload(self) -> None:
+        """A request was refused because the route had ``max_concurrency`` in flight."""
+        self.overloaded += 1
 
     def record_rollback(self, reason: str) -> None:
         """A rollout on this route rolled back. ``reason`` becomes a label value: pass a

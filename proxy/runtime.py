@@ -22,6 +22,7 @@ from proxy.config import RouteConfig, Settings, effective_weights
 from proxy.experiment.success import SuccessRule
 from proxy.mirror import ShadowBook, ShadowRoute
 from proxy.observe import Observatory, RouteStats
+from proxy.pins import PinTrust
 from proxy.routing import Router
 from proxy.splitter import SplitTable
 from proxy.upstream import BackendPool
@@ -42,6 +43,8 @@ class RouteRuntime:
     success: SuccessRule | None = None  # the experiment's, when the route has one
     json_field: str | None = None  # set by the rollout controller while a check needs it
     weights_source: str = "config"  # "config" | "api" | "rollout"
+    pin_trust: PinTrust | None = None  # split.trusted_pins, compiled
+    drop_headers: frozenset[str] = frozenset()  # request headers never sent upstream
 
     @property
     def salt(self) -> str:
@@ -103,6 +106,11 @@ def _hash_source(route: RouteConfig) -> tuple[str, str] | None:
     return (kind, name.lower() if kind == "header" else name)
 
 
+def _pin_trust(route: RouteConfig) -> PinTrust | None:
+    trusted = route.split.trusted_pins
+    return PinTrust.of(trusted) if trusted is not None and route.split.allow_pin else None
+
+
 def _shadow_route(route: RouteConfig, pools: dict[str, BackendPool], stats: RouteStats,
                   books: dict[str, ShadowBook]) -> ShadowRoute | None:
     if route.shadow is None:
@@ -154,6 +162,9 @@ def build_runtime(
             shadow=_shadow_route(route, pools, observatory.route(route.name), books),
             success=SuccessRule.of(route.experiment.success) if route.experiment else None,
             weights_source=source,
+            pin_trust=_pin_trust(route),
+            drop_headers=frozenset({route.split.trusted_pins.header})
+            if route.split.trusted_pins is not None else frozenset(),
         )
     return Runtime(settings, Router.compile(settings.routes), routes, pools)
 

@@ -28,7 +28,8 @@ The path is put in normal form (RFC 3986 §6.2.2):
 3. a dot-segment with a path parameter (``..;x``, ``.;``) is refused: servers that strip
    ``;`` parameters (Tomcat, Jetty, Spring) would take it for ``..``.
 
-The query is kept verbatim (it is the backend's to parse). In the whole target, control
+The query is kept verbatim (it is the backend's to parse); an empty one (``/a?``) is
+dropped, since the HTTP client cannot send it. In the whole target, control
 characters, white space, bytes outside ASCII and ``#`` (a fragment never belongs in a
 request) are refused, and so is ``\\`` in the path (some servers treat it as ``/``).
 Characters that carry no structure but that RFC 3986 would have percent-encoded
@@ -62,7 +63,7 @@ class Target:
     goes upstream (the same path, then the query as the client sent it)."""
 
     path: str
-    query: str | None = None  # without the "?"; None when the target had no "?"
+    query: str | None = None  # without the "?"; None when the target had none (or empty)
     authority: str | None = None  # host[:port] of an absolute-form target
 
     @property
@@ -97,10 +98,12 @@ def normalize_target(method: str, raw: str) -> Target:
             raise BadTargetError("the request target's host is missing or malformed")
         if not rest.startswith("/"):
             rest = "/" + rest  # http://host?q and http://host: the path is "/"
-    path, sep, query = rest.partition("?")
+    path, _, query = rest.partition("?")
     if "\\" in path:
         raise BadTargetError("a backslash in the path is not allowed (write %5C)")
-    return Target(normalize_path(path), query if sep else None, authority)
+    # An empty query ("/a?") is dropped: the HTTP client cannot send one (yarl drops it),
+    # and the string sent must be the string matched and returned here.
+    return Target(normalize_path(path), query or None, authority)
 
 
 def normalize_path(path: str) -> str:

@@ -8,13 +8,25 @@ the body still unread, so the caller streams it.
 A connect failure happens before any byte of the request is sent, so it is retried on
 another endpoint of the same backend (contract §4); nothing else is retried, because a
 model request is not known to be idempotent. aiohttp's exceptions are translated here into
-:mod:`proxy.errors`' upstream errors, each carrying the metric ``reason``.
+:mod:`proxy.errors`' upstream errors, each carrying the metric ``reason``; their ``detail``
+(what the client reads) names the backend only, the endpoint URL and the OS error go to
+``internal``, which :meth:`BackendPool.warn` writes to the log.
+
+The request target is sent exactly as given: the URL is built with ``encoded=True``, so
+neither yarl nor aiohttp re-quotes it or resolves its dot-segments (they would otherwise
+turn ``/rec/%2e%2e/admin`` into ``/admin`` after the router had matched ``/rec``). The
+target must come from :func:`proxy.target.normalize_target`.
+
+A failure raised by the request body's own source (the client closed, sent too much or a
+malformed body) is not the backend's: :meth:`BackendPool.open` re-raises that error as it
+is instead of translating it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -23,10 +35,13 @@ from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict
+from yarl import URL
 
 from proxy import outlier
 from proxy.config import Backend
 from proxy.errors import (
+    Cause,
+    ProxyError,
     UpstreamConnectError,
     UpstreamError,
     UpstreamResetError,
@@ -37,17 +52,38 @@ from proxy.outlier import Endpoint
 log = logging.getLogger("splitway.upstream")
 
 Clock = Callable[[], float]
+WARN_INTERVAL_S = 1.0  # at most one failure line per endpoint and second (plus a count)
 
 
-def translate(exc: BaseException, where: str) -> UpstreamError:
-    """Map an aiohttp/OS error to splitway's upstream error (one place for it)."""
+def translate(exc: BaseException, backend: str, endpoint: str = "") -> UpstreamError:
+    """Map an aiohttp/OS error to splitway's upstream error (one place for it).
+
+    The client-facing detail names ``backend`` only; ``endpoint`` and the exception go to
+    the error's ``internal`` text, for the log."""
+    internal = f"{endpoint}: {type(exc).__name__}: {exc}" if endpoint else repr(exc)
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return UpstreamTimeoutError(f"connect to {where} timed out")
+        return UpstreamTimeoutError(f"connecting to {backend} timed out", internal)
     if isinstance(exc, TimeoutError):
-        return UpstreamTimeoutError(f"{where} did not answer in time")
+        return UpstreamTimeoutError(f"{backend} did not answer in time", internal)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamConnectError(f"cannot connect to {where}: {exc.os_error.strerror or exc}")
-    return UpstreamResetError(f"{where} closed the connection: {type(exc).__name__}")
+        # os.strerror(errno), never the exception's own text: uvloop's names the address
+        errno = exc.os_error.errno
+        why = os.strerror(errno) if errno else type(exc.os_error).__name__
+        return UpstreamConnectError(f"cannot connect to {backend}: {why}", internal)
+    return UpstreamResetError(f"{backend} closed the connection", internal)
+
+
+def body_failure(exc: BaseException) -> ProxyError | None:
+    """The client-caused error a request body's source raised, if that is what made the
+    upstream request fail (aiohttp wraps it: ``ClientConnectionError`` from it)."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # the chain is short; never loop on a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, ProxyError) and seen.cause is not Cause.BACKEND:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class _OnceBody:
@@ -95,6 +131,7 @@ class BackendPool:
         self._timeout = aiohttp.ClientTimeout(
             total=config.timeout_s, sock_connect=config.connect_timeout_s
         )
+        self._warned: dict[str, tuple[float, int]] = {}  # endpoint -> (last line, suppressed)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -122,6 +159,20 @@ class BackendPool:
             log.warning("backend %s: endpoint %s ejected (%d times)",
                         self.name, ep.url, ep.times_ejected)
 
+    def warn(self, error: UpstreamError, request_id: str) -> None:
+        """Log a failure the client was answered with: one line with what the response
+        body leaves out (endpoint, OS error), at most one per endpoint and second."""
+        endpoint = error.internal.partition(": ")[0]
+        now = self._clock()
+        last, suppressed = self._warned.get(endpoint, (float("-inf"), 0))
+        if now - last < WARN_INTERVAL_S:
+            self._warned[endpoint] = (last, suppressed + 1)
+            return
+        self._warned[endpoint] = (now, 0)
+        log.warning("backend %s: %s (%s) request_id=%s%s", self.name, error.detail,
+                    error.internal, request_id,
+                    f" [{suppressed} more since the last line]" if suppressed else "")
+
     def observe_status(self, ep: Endpoint, status: int) -> None:
         """Feed a response status to passive outlier detection."""
         if status >= 500:
@@ -140,7 +191,8 @@ class BackendPool:
     ) -> Exchange:
         """Send the request; return once response headers arrived (body unread).
 
-        The caller must ``release()`` or close the response and then call
+        ``path_qs`` is a normalized target (:func:`proxy.target.normalize_target`), sent
+        byte for byte. The caller must ``release()`` or close the response and then call
         :meth:`done` with the endpoint."""
         data: Any = _OnceBody(body) if body is not None and not isinstance(body, bytes) else body
         tried: Endpoint | None = None
@@ -150,13 +202,16 @@ class BackendPool:
             ep.outstanding += 1
             try:
                 response = await self.session.request(
-                    method, ep.url + path_qs, headers=headers, data=data,
+                    method, URL(ep.url + path_qs, encoded=True), headers=headers, data=data,
                     allow_redirects=False, timeout=timeout or self._timeout,
                     compress=None, auto_decompress=False,
                 )
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 ep.outstanding -= 1
-                error = translate(exc, f"{self.name} ({ep.url})")
+                own = body_failure(exc)
+                if own is not None:
+                    raise own from None  # the client's doing: not the endpoint's
+                error = translate(exc, self.name, ep.url)
                 if isinstance(error, UpstreamConnectError | UpstreamTimeoutError) and (
                     isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
                 ):

@@ -9,6 +9,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from proxy.errors import Cause
 from proxy.metrics import ROLLOUT_STATES, SplitwayCollector, build_registry, render
 from proxy.observe import BUCKETS_S, Observatory
 
@@ -24,7 +25,7 @@ CONTRACT = {
     "splitway_rollbacks": "counter",
     "splitway_in_flight_requests": "gauge",
 }
-EXTRAS = {"splitway_hash_fallbacks": "counter",
+EXTRAS = {"splitway_hash_fallbacks": "counter", "splitway_overloaded_requests": "counter",
           "splitway_time_to_first_byte_seconds": "histogram"}
 
 
@@ -59,7 +60,8 @@ def test_exact_counts_after_n_records(n: int) -> None:
     canary = rs.variant("canary")
     durations = [0.0004 * (i + 1) for i in range(n)]  # 0.4 ms .. 100 ms
     for i, d in enumerate(durations):
-        canary.record(503 if i % 5 == 0 else 200, d, d / 2 if i % 2 else None)
+        canary.record(503 if i % 5 == 0 else 200, d, d / 2 if i % 2 else None,
+                      cause=Cause.BACKEND)
     canary.record_upstream_error("timeout")
     rs.variant("stable")
     rs.enter()
@@ -128,7 +130,7 @@ def test_failing_provider_does_not_break_the_scrape(caplog: pytest.LogCaptureFix
         raise RuntimeError("boom")
 
     obs = Observatory()
-    obs.route("a").variant("v").record(200, 0.01, None)
+    obs.route("a").variant("v").record(200, 0.01, None, cause=Cause.BACKEND)
     with caplog.at_level(logging.ERROR, logger="proxy.metrics"):
         fams = scrape(obs, weights_provider=broken)
     assert fams["splitway_variant_weight"] == []
@@ -139,10 +141,11 @@ def test_failing_provider_does_not_break_the_scrape(caplog: pytest.LogCaptureFix
 
 def test_counters_survive_reload_and_registries_are_separate() -> None:
     obs = Observatory()
-    obs.route("a").variant("v").record(200, 0.01, None)
+    obs.route("a").variant("v").record(200, 0.01, None, cause=Cause.BACKEND)
     first = build_registry(obs)
     second = build_registry(obs)  # a second app in the same process: no clash
-    obs.route("a").variant("new").record(500, 0.01, None)  # a variant added by a reload
+    # a variant added by a reload
+    obs.route("a").variant("new").record(500, 0.01, None, cause=Cause.BACKEND)
     for registry in (first, second):
         body, _ = render(registry)
         assert b'splitway_requests_total{code="2xx",route="a",variant="v"} 1.0' in body

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from proxy.config import Settings
 from proxy.config_load import parse_settings
+from proxy.errors import Cause
 from proxy.observe import (
     BUCKETS_S,
     HIGHEST_US,
@@ -21,6 +22,8 @@ from proxy.observe import (
     new_histogram,
     quantiles_ms,
 )
+
+BACKEND = Cause.BACKEND
 
 
 def make_settings(variants: dict[str, str]) -> Settings:
@@ -41,7 +44,7 @@ def make_settings(variants: dict[str, str]) -> Settings:
 ])
 def test_status_classes(status: int, code: str) -> None:
     vs = VariantStats("r", "v")
-    vs.record(status, 0.01, 0.005)
+    vs.record(status, 0.01, 0.005, cause=BACKEND)
     assert vs.codes() == {c: int(c == code) for c in ("1xx", "2xx", "3xx", "4xx", "5xx")}
 
 
@@ -51,7 +54,7 @@ def test_status_classes(status: int, code: str) -> None:
 ])
 def test_prometheus_buckets_use_le(duration_s: float, le_index: int) -> None:
     vs = VariantStats("r", "v")
-    vs.record(200, duration_s, None)
+    vs.record(200, duration_s, None, cause=BACKEND)
     assert vs.duration_buckets() == [int(i >= le_index) for i in range(len(BUCKETS_S) + 1)]
     assert vs.ttfb_buckets() == [0] * (len(BUCKETS_S) + 1)
 
@@ -59,7 +62,7 @@ def test_prometheus_buckets_use_le(duration_s: float, le_index: int) -> None:
 def test_out_of_range_durations_are_clamped_not_dropped() -> None:
     vs = VariantStats("r", "v")
     for d in (-1.0, 0.0, 1e-9, 4000.0, 1e9):
-        vs.record(200, d, d)
+        vs.record(200, d, d, cause=BACKEND)
     assert vs.latency.get_total_count() == 5
     assert vs.ttfb_buckets()[-1] == 5
     assert vs.latency.get_max_value() >= HIGHEST_US
@@ -67,8 +70,8 @@ def test_out_of_range_durations_are_clamped_not_dropped() -> None:
 
 def test_record_sums_and_ttfb_optional() -> None:
     vs = VariantStats("r", "v")
-    vs.record(200, 0.25, 0.1)
-    vs.record(200, 0.5, None)
+    vs.record(200, 0.25, 0.1, cause=BACKEND)
+    vs.record(200, 0.5, None, cause=BACKEND)
     assert vs.count == 2
     assert vs.duration_sum_s == 0.75
     assert vs.ttfb_sum_s == 0.1
@@ -95,7 +98,7 @@ def test_upstream_errors() -> None:
 def test_counts_and_buckets_sum_exactly(records: list[tuple[int, float, float | None]]) -> None:
     vs = VariantStats("r", "v")
     for status, duration, ttfb in records:
-        vs.record(status, duration, ttfb)
+        vs.record(status, duration, ttfb, cause=BACKEND)
     n = len(records)
     n_ttfb = sum(t is not None for _, _, t in records)
     assert vs.count == n
@@ -118,11 +121,11 @@ def test_counts_and_buckets_sum_exactly(records: list[tuple[int, float, float | 
 def test_snapshot_is_a_copy_and_delta_is_the_window() -> None:
     vs = VariantStats("r", "v")
     for _ in range(10):
-        vs.record(200, 0.001, 0.0005)
+        vs.record(200, 0.001, 0.0005, cause=BACKEND)
     first = vs.snapshot()
     for _ in range(5):
-        vs.record(503, 0.2, 0.1)
-    vs.record(200, 0.2, 0.1, aborted=True)
+        vs.record(503, 0.2, 0.1, cause=BACKEND)
+    vs.record(200, 0.2, 0.1, aborted=True, cause=BACKEND)
     vs.record_upstream_error("timeout")
     second = vs.snapshot()
     assert first.requests == 10
@@ -170,7 +173,7 @@ def test_sync_keeps_counts_across_reload() -> None:
     assert "sentiment" in obs
     rs = obs.route("sentiment")
     assert list(rs.variants) == ["stable", "canary"]
-    rs.variant("stable").record(200, 0.01, 0.01)
+    rs.variant("stable").record(200, 0.01, 0.01, cause=BACKEND)
     rs.record_fallback()
     obs.sync(make_settings({"stable": "b1", "v3": "b3"}))
     assert obs.route("sentiment") is rs
@@ -201,7 +204,7 @@ def test_record_cost_is_a_few_microseconds() -> None:
     n = 20_000
     started = time.perf_counter()
     for i in range(n):
-        vs.record(200, 0.001 + i * 1e-6, 0.0005)
+        vs.record(200, 0.001 + i * 1e-6, 0.0005, cause=BACKEND)
     per_call_us = (time.perf_counter() - started) / n * 1e6
     # ~2 us on the dev box; generous bound so a loaded CI box does not flake
     assert per_call_us < 25, per_call_us

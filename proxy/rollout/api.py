@@ -68,6 +68,10 @@ async def begin_rollout(state: ProxyState, route: str, body: StartBody, actor: s
                                 field="route")
     if body.strategy is not None:
         policy = policy.model_copy(update={"strategy": body.strategy})
+    if policy.strategy == "blue_green" and rr.config.split.trusted_pins is None:
+        # Judged on pinned requests, and only trusted pins reach the judge (docs/routing.md)
+        raise InvalidInputError("blue_green is judged on pinned requests: the route needs "
+                                "split.allow_pin and split.trusted_pins", field="strategy")
     candidate = body.candidate or policy.candidate
     if candidate not in rr.config.variants or candidate == policy.baseline:
         raise InvalidInputError(f"{candidate!r} is not a candidate variant of this route",

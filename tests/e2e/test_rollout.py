@@ -169,6 +169,8 @@ async def test_blue_green_switch_and_switch_back_lose_no_request(
 ) -> None:
     v1, v2 = await sample_servers("v1", latency_ms=1), await sample_servers("v2", latency_ms=1)
     cfg = tokens_free(rollout_cfg(v1.url, v2.url, strategy="blue_green"), tmp_path)
+    # blue-green is judged on pinned requests, which count only from a trusted source
+    cfg["routes"][0]["split"]["trusted_pins"] = {"sources": ["127.0.0.1/32"]}
 
     def pin_some(i: int) -> dict[str, str]:
         return {"x-splitway-variant": "canary"} if i % 5 == 0 else {}
