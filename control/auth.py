@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import os
 import re
 import secrets
@@ -128,9 +129,13 @@ def hash_token(token: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class TokenTable:
-    """The loaded tokens; :meth:`authenticate` maps a presented token to its principal."""
+    """The loaded tokens; :meth:`authenticate` maps a presented token to its principal.
+
+    ``file_sha256`` is the SHA-256 of the file the table was read from (what
+    ``tokens.reloaded`` records to show which file is in force)."""
 
     entries: tuple[TokenEntry, ...] = ()
+    file_sha256: str | None = None
 
     def authenticate(self, token: str) -> Principal | None:
         """The principal for ``token``, or ``None`` when no entry matches.
@@ -180,12 +185,61 @@ def load_tokens(path: Path) -> TokenTable:
     relative to the tokens file, so prefix them with its name when printing.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise ConfigError([ConfigProblem(str(path), f"cannot read: {exc.strerror}")]) from exc
     except UnicodeDecodeError:
         raise ConfigError([ConfigProblem(str(path), "not UTF-8 text")]) from None
-    return parse_tokens(load_yaml(text))
+    table = parse_tokens(load_yaml(text))
+    return TokenTable(table.entries, hashlib.sha256(raw).hexdigest())
+
+
+def load_tokens_file(path: Path | None) -> TokenTable | None:
+    """:func:`load_tokens` for ``admin.tokens_file`` (``None``: no tokens file), with each
+    problem's path prefixed by the file's, e.g. ``/etc/splitway/tokens.yaml: tokens[0].user``."""
+    if path is None:
+        return None
+    try:
+        return load_tokens(path)
+    except ConfigError as exc:
+        raise ConfigError([
+            p if p.path == str(path) else ConfigProblem(f"{path}: {p.path}", p.message)
+            for p in exc.problems]) from None
+
+
+def token_changes(old: TokenTable | None, new: TokenTable | None) -> dict[str, Any] | None:
+    """What a reload changed in the tokens, as ``tokens.reloaded`` details; ``None`` when
+    nothing did. Users are named, tokens (and their hashes) never are: ``added`` and
+    ``removed`` list the users whose tokens appeared or disappeared, ``changed`` those
+    whose token kept its hash but not its user or roles."""
+    if old == new:
+        return None
+    before = {e.sha256: e for e in old.entries} if old is not None else {}
+    after = {e.sha256: e for e in new.entries} if new is not None else {}
+    return {
+        "configured": new is not None,
+        "file_sha256": new.file_sha256 if new is not None else None,
+        "tokens": len(after),
+        "added": sorted({after[h].user for h in after.keys() - before.keys()}),
+        "removed": sorted({before[h].user for h in before.keys() - after.keys()}),
+        "changed": sorted({after[h].user for h in after.keys() & before.keys()
+                           if after[h] != before[h]}),
+    }
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen host only accepts local connections (``localhost``, 127.0.0.0/8,
+    ``::1``). Wildcards (``0.0.0.0``, ``::``) and other names are not."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
 
 
 def authorize(
@@ -194,9 +248,13 @@ def authorize(
     *,
     tokens_configured: bool,
     write: bool,
+    exposed: bool = False,
 ) -> None:
     """Allow the call or raise why not.
 
+    - Without a tokens file on a listener that is not loopback (``exposed``): every call
+      raises :class:`ForbiddenError` (403) explaining that a tokens file is needed, since
+      anyone on the network could otherwise read the audit log, exports and artifacts.
     - Without a tokens file (``tokens_configured=False``): reads are allowed without a
       token; every write raises :class:`ReadOnlyError` (403).
     - With one: no principal (no token, or a token that matched nothing) raises
@@ -204,6 +262,11 @@ def authorize(
       commenting on a promotion); otherwise a principal without ``required`` raises
       :class:`ForbiddenError` (403).
     """
+    if not tokens_configured and exposed:
+        raise ForbiddenError(
+            "the admin API listens on a non-loopback address without admin.tokens_file, so "
+            "/api/v1 is closed: configure admin.tokens_file (splitway token create) or "
+            "listen on loopback")
     if not tokens_configured:
         if write:
             raise ReadOnlyError(

@@ -2,10 +2,17 @@
 
 Routes come from :data:`proxy.admin_routes.ROUTES` (health, metrics, routes, weights,
 reload) and from the control plane's modules listed in :data:`ROUTE_MODULES`; each is an
-:class:`~control.api.ApiRoute` that names its role. The middleware authenticates,
-authorizes (contract §7/§8), audits refused access as ``security.violation``, and turns
-every :class:`~proxy.errors.SplitwayError` — and aiohttp's own 404/405 — into the JSON
-error shape. :mod:`control.api.openapi` describes the same table.
+:class:`~control.api.ApiRoute` that names its role and body limit. The middleware
+authenticates against the tokens the proxy state holds (swapped whole on reload),
+authorizes, counts refused access for the aggregated ``security.violation`` events
+(:mod:`control.violations`; the refusal never waits on the store), refuses a body over the
+operation's ``max_body`` from its Content-Length before anything is read, and turns every
+:class:`~proxy.errors.SplitwayError` — and aiohttp's own 404/405 — into the JSON error
+shape. :mod:`control.api.openapi` describes the same table.
+
+On a listener that is not loopback and without ``admin.tokens_file``, every ``/api/v1``
+operation is refused (403) and a warning is logged at start-up; the public operations
+(``/healthz``, ``/readyz``, ``/metrics``, ``/api/openapi.json``) stay open.
 """
 
 from __future__ import annotations
@@ -13,17 +20,28 @@ from __future__ import annotations
 import importlib
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
 from prometheus_client import CollectorRegistry
 
-from control.api import PRINCIPAL, ApiRoute, Handler, actor_of
-from control.auth import TokenTable, authorize, parse_bearer
+from control.api import (
+    DEFAULT_MAX_BODY,
+    PRINCIPAL,
+    SPECS,
+    ApiRoute,
+    Handler,
+    actor_of,
+    too_large,
+)
+from control.auth import TokenTable, authorize, is_loopback, parse_bearer
+from control.violations import ViolationAggregator, ViolationBatch, ViolationRecorder, Writer
 from proxy.app import STATE, ProxyState
+from proxy.config import parse_listen
 from proxy.errors import (
     ApiError,
+    BodyTooLargeError,
     NotFoundError,
     SplitwayError,
     UnauthorizedError,
@@ -47,10 +65,11 @@ ROUTE_MODULES: tuple[str, ...] = (
     "control.api.openapi",
 )
 
-TOKENS = web.AppKey("tokens", TokenTable)
 METRICS = web.AppKey("metrics", CollectorRegistry)
-SPECS = web.AppKey("specs", dict[AbstractRoute, ApiRoute])
 ALL_ROUTES = web.AppKey("all_routes", tuple[ApiRoute, ...])
+VIOLATIONS = web.AppKey("violations", ViolationRecorder)
+#: the listener is not loopback (decided from ``admin.listen`` at start-up)
+EXPOSED = web.AppKey("exposed", bool)
 
 
 def all_routes() -> tuple[ApiRoute, ...]:
@@ -65,21 +84,15 @@ def _json_error(exc: BaseException, request_id: str) -> web.Response:
                              headers={REQUEST_ID_HEADER: request_id, **headers_of(exc)})
 
 
-async def _audit_violation(state: ProxyState, request: web.Request, detail: str) -> None:
-    if state.store is None or state.audit is None:
-        return
-    try:
-        async with state.store.transaction() as tx:
-            await state.audit.append(
-                tx, "security.violation", actor_of(request), f"api:{request.path}",
-                {"method": request.method, "detail": detail, "remote": request.remote},
-                severity="warning")
-    except SplitwayError:  # never turn a refusal into a 500
-        log.exception("could not audit a security violation")
+def _record_violation(request: web.Request, exc: ApiError) -> None:
+    """Count a refusal; the aggregated event is written later by the recorder's loop."""
+    request.app[VIOLATIONS].record(
+        request.remote or "unknown", exc.kind, actor_of(request),
+        f"{request.method} {request.path}"[:200], exc.detail)
 
 
-async def _authenticate(request: web.Request, spec: ApiRoute | None) -> None:
-    tokens = request.app.get(TOKENS)
+def _authenticate(request: web.Request, spec: ApiRoute | None) -> None:
+    tokens = request.app[STATE].tokens  # read once: a reload swaps the whole table
     token = parse_bearer(request.headers.get("Authorization"))
     principal = tokens.authenticate(token) if tokens is not None and token else None
     if principal is not None:
@@ -88,21 +101,35 @@ async def _authenticate(request: web.Request, spec: ApiRoute | None) -> None:
         return  # public
     try:
         authorize(principal, spec.role, tokens_configured=tokens is not None,
-                  write=request.method not in ("GET", "HEAD", "OPTIONS"))
-    except UnauthorizedError:
+                  write=request.method not in ("GET", "HEAD", "OPTIONS"),
+                  exposed=request.app[EXPOSED])
+    except UnauthorizedError as exc:
         if token is not None:  # a wrong token, not a missing one
-            await _audit_violation(request.app[STATE], request, "bad token")
+            _record_violation(request, exc)
         raise
     except ApiError as exc:
-        await _audit_violation(request.app[STATE], request, exc.detail)
+        _record_violation(request, exc)
         raise
+
+
+def _check_body_size(request: web.Request, spec: ApiRoute | None) -> None:
+    """Refuse a body announced over the operation's limit before any of it is read;
+    :func:`control.api.read_body` enforces the same limit on chunked bodies."""
+    if spec is None:
+        return  # aiohttp answers 404/405; the body is never read
+    limit = spec.max_body
+    size = request.content_length
+    if size is not None and size > limit:
+        raise BodyTooLargeError(too_large(size, limit))
 
 
 @web.middleware
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
     try:
-        await _authenticate(request, request.app[SPECS].get(request.match_info.route))
+        spec = request.app[SPECS].get(request.match_info.route)
+        _authenticate(request, spec)
+        _check_body_size(request, spec)
         return await handler(request)
     except SplitwayError as exc:
         return _json_error(exc, request_id)
@@ -116,12 +143,44 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         return _json_error(error, request_id)
 
 
+async def _violations_loop(app: web.Application) -> AsyncIterator[None]:
+    recorder = app[VIOLATIONS]
+    app[STATE].own(recorder.run(), "security-violations")
+    yield
+    await recorder.close()  # writes what is still counted, before the store closes
+
+
+def _violation_writer(state: ProxyState) -> Writer:
+    async def write(batches: Sequence[ViolationBatch]) -> None:
+        if state.store is None or state.audit is None:
+            return
+        async with state.store.transaction() as tx:
+            for b in batches:
+                paths = {r.partition(" ")[2] for r in b.requests}
+                resource = f"api:{paths.pop()}" if len(paths) == 1 else "api:*"
+                await state.audit.append(tx, "security.violation", b.key.actor, resource,
+                                         b.details(), severity="warning")
+    return write
+
+
 def create_admin_app(state: ProxyState, tokens: TokenTable | None,
                      routes: Iterable[ApiRoute] | None = None) -> web.Application:
-    app = web.Application(middlewares=[api_middleware], client_max_size=1 << 30)
+    """The admin app over ``state``; ``tokens`` become ``state.tokens`` (``None``: no tokens
+    file), which :meth:`ProxyState.reload` replaces."""
+    # Bodies are read through control.api.read_body (per-operation limit) or streamed;
+    # this only bounds a handler that would call request.read() itself.
+    app = web.Application(middlewares=[api_middleware], client_max_size=DEFAULT_MAX_BODY)
     app[STATE] = state
-    if tokens is not None:
-        app[TOKENS] = tokens
+    state.tokens = tokens
+    listen = state.settings.admin.listen
+    app[EXPOSED] = not is_loopback(parse_listen(listen).host)
+    if app[EXPOSED] and tokens is None:
+        log.warning("admin API on %s is not loopback and has no admin.tokens_file: /api/v1 is "
+                    "refused (403); /healthz, /readyz, /metrics stay open", listen)
+    app[VIOLATIONS] = ViolationRecorder(
+        ViolationAggregator(state.settings.admin.violation_interval_s),
+        _violation_writer(state))
+    app.cleanup_ctx.append(_violations_loop)
     app[METRICS] = build_registry(
         state.observatory, weights_provider=lambda: state.current.live_weights(),
         rollout_state_provider=lambda: {

@@ -23,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from control.audit import AuditLog
+from control.auth import TokenTable, load_tokens_file, token_changes
 from control.store import Store, open_store
 from proxy.config import Settings
 from proxy.config_load import load_settings_file
@@ -54,6 +55,8 @@ class ProxyState:
     shadow_books: dict[str, ShadowBook] = field(default_factory=dict)
     store: Store | None = None
     audit: AuditLog | None = None
+    #: the admin API's tokens (``None``: no tokens file); swapped whole by :meth:`reload`
+    tokens: TokenTable | None = None
     _runtime: Runtime | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -93,16 +96,20 @@ class ProxyState:
 
     async def reload(self, actor: str = "signal") -> Settings:
         """Load the config file again and swap the runtime; the old one keeps serving the
-        requests it started. Raises :class:`ConfigError` (and changes nothing) when the
-        new file is invalid."""
+        requests it started. The tokens file (``admin.tokens_file`` of the new config) is
+        read again too, so a revoked token stops working and a new one starts. Raises
+        :class:`ConfigError` (and changes nothing) when the new file or its tokens file is
+        invalid."""
         if self.config_path is None:
             raise ConfigError([])
         async with self._reload_lock:
             settings = await asyncio.to_thread(load_settings_file, self.config_path, self.env)
+            tokens = await asyncio.to_thread(load_tokens_file, settings.admin.tokens_file)
             overrides = await self.store.get_route_weights() if self.store else {}
             old = self.current
             new = build_runtime(settings, self.observatory, old, overrides, self.shadow_books)
-            self.settings, self._runtime = settings, new
+            token_change = token_changes(self.tokens, tokens)
+            self.settings, self._runtime, self.tokens = settings, new, tokens
             self._start_health_checks(new, old)
             self.own(self._retire(old, new), "retire-runtime")
             if self.store is not None and self.audit is not None:
@@ -110,6 +117,15 @@ class ProxyState:
                     await self.audit.append(tx, "config.reloaded", actor, "config",
                                             {"path": str(self.config_path),
                                              "routes": [r.name for r in settings.routes]})
+                    if token_change is not None:
+                        tokens_path = settings.admin.tokens_file
+                        await self.audit.append(
+                            tx, "tokens.reloaded", actor, "tokens",
+                            {"path": str(tokens_path) if tokens_path else None, **token_change})
+            if token_change is not None:
+                log.info("admin tokens reloaded: %d tokens, added %s, removed %s",
+                         token_change["tokens"], token_change["added"] or "none",
+                         token_change["removed"] or "none")
             await self._audit_shadows(old, new, actor)
             await self.experiments.sync(actor)
             log.info("config reloaded from %s", self.config_path)

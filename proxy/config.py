@@ -164,6 +164,8 @@ class Admin(Model):
 
     listen: str = "127.0.0.1:9901"
     tokens_file: Path | None = None
+    # refused calls are written as one security.violation per source and interval
+    violation_interval_s: Annotated[PositiveFloat, Field(le=3600)] = 10.0
 
     @field_validator("listen")
     @classmethod

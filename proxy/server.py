@@ -31,7 +31,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from control.auth import TokenTable, load_tokens
+from control.auth import TokenTable, load_tokens_file
 from proxy.admin import create_admin_app
 from proxy.app import ProxyState, create_data_app
 from proxy.config import Settings, parse_listen
@@ -49,8 +49,8 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
 
 
 def _tokens(settings: Settings) -> TokenTable | None:
-    path = settings.admin.tokens_file  # absolute: the loader resolves it
-    return None if path is None else load_tokens(path)
+    # absolute: the loader resolves it; a reload reads it again (ProxyState.reload)
+    return load_tokens_file(settings.admin.tokens_file)
 
 
 def _url(addr: object, scheme: str) -> str:

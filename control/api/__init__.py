@@ -8,20 +8,25 @@ Modules contributing routes expose ``ROUTES: tuple[ApiRoute, ...]``; add the mod
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.web_urldispatcher import AbstractRoute
 from pydantic import BaseModel, ValidationError
 
+from control import strict_json
 from control.auth import Principal, Role
-from proxy.errors import ApiError, InvalidInputError
+from proxy.errors import ApiError, BodyTooLargeError, InvalidInputError
 
 M = TypeVar("M", bound=BaseModel)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: Default request body cap of an admin operation (JSON bodies are small); an operation
+#: that takes uploads names a larger ``max_body``.
+DEFAULT_MAX_BODY = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +43,9 @@ class ApiRoute:
 
     ``role`` None means public (no token needed, e.g. ``/healthz``); ``any_user`` means any
     authenticated caller. ``body`` and ``response`` are pydantic models, used for the
-    OpenAPI schemas (and by handlers to validate input)."""
+    OpenAPI schemas (and by handlers to validate input). ``max_body`` caps the request
+    body: the admin middleware answers 413 when Content-Length is over it, and
+    :func:`read_json` stops reading a chunked body once past it."""
 
     method: str
     path: str
@@ -51,6 +58,17 @@ class ApiRoute:
     response: type[BaseModel] | None = None
     query: tuple[QueryParam, ...] = ()
     content_type: str = "application/json"
+    max_body: int = DEFAULT_MAX_BODY  # bytes; checked against Content-Length before reading
+
+
+#: The admin app's registered routes and the operation each serves.
+SPECS = web.AppKey("specs", dict[AbstractRoute, ApiRoute])
+
+
+def body_limit(request: web.Request) -> int:
+    """The ``max_body`` of the operation ``request`` was routed to."""
+    spec = request.app.get(SPECS, {}).get(request.match_info.route)
+    return spec.max_body if spec is not None else DEFAULT_MAX_BODY
 
 
 PRINCIPAL = "splitway.principal"
@@ -68,11 +86,35 @@ def actor_of(request: web.Request) -> str:
     return p.user if p else "anonymous"
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The whole request body, read chunk by chunk and refused (413) once it is over the
+    operation's ``max_body`` — whether or not Content-Length announced its size."""
+    limit = body_limit(request)
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLargeError(too_large(request.content_length, limit))
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError(too_large(None, limit))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def too_large(size: int | None, limit: int) -> str:
+    """The 413 message: the body's size when known, and the operation's limit."""
+    what = "the request body" if size is None else f"the request body ({size} bytes)"
+    return f"{what} is over this operation's limit of {limit} bytes"
+
+
 async def read_json(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object, or a 400 naming what is wrong."""
+    """The request's JSON object: 413 over the body limit, 400 naming what is wrong for
+    anything but JSON (``NaN``/``Infinity``, numbers out of range and nesting deeper than
+    :data:`control.strict_json.MAX_DEPTH` included), 422 for JSON that is not an object."""
     try:
-        data = json.loads(await request.read() or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = strict_json.loads(await read_body(request) or b"null")
+    except strict_json.JsonInputError as exc:
         raise ApiError(f"body is not JSON: {exc}", field="body") from exc
     if not isinstance(data, dict):
         raise InvalidInputError("body must be a JSON object", field="body")

@@ -69,6 +69,7 @@ class EventType(StrEnum):
     CONFIG_RELOADED = "config.reloaded"
     ACCESS_GRANTED = "access.granted"
     ACCESS_REVOKED = "access.revoked"
+    TOKENS_RELOADED = "tokens.reloaded"
     SECURITY_VIOLATION = "security.violation"
     DATA_ACCESS = "data.access"
 
