@@ -61,6 +61,8 @@ class RawBackend:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        self.hold = False
+        self.release(len(self._tasks) + 1)  # held requests end too
         for writer in list(self._writers):
             writer.transport.abort()
         # Every transport is aborted, so each handler ends on its own.

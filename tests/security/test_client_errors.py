@@ -81,8 +81,8 @@ async def test_absolute_form_requests_do_not_roll_a_healthy_canary_back(
                 "Content-Length: 2\r\nConnection: close\r\n\r\n{}").encode())
             statuses.append(r.status)
         doc = await judged(http, p, 60)
-    assert statuses == [200] * 60
     assert doc["state"] == "progressing", doc["reason"]
+    assert statuses == [200] * 60
     last = doc["analyses"][-1]
     assert last["candidate"]["requests"] > 15 and last["candidate"]["errors"] == 0, last
     assert last["baseline"]["errors"] == 0
