@@ -3,12 +3,14 @@
 - ``query``: a table of SEQ/TS/TYPE/ACTOR/RESOURCE (``--json``: the API's page, or every
   page with ``--all``); ``--limit`` is the page size, ``--cursor`` resumes.
 - ``verify``: exit 0 when the chain is intact, 1 when it is broken, printing the first
-  bad event.
+  bad event, the reason and the event as stored (a row that is not a well-formed event
+  comes back as stored, marked ``unreadable``).
 - ``export --format json|jsonl|yaml|csv [-o FILE]``: streamed to the file (written to a
   temporary name and renamed when complete, so an interrupted export never looks whole)
   or to stdout.
 - ``report [--since] [--until]``: the compliance report as Markdown (``--json``: as
   the API returns it).
+- ``rotate-key``: offline, against the state store (:mod:`control.cli_audit_key`).
 
 Exit codes: 0 ok, 1 the operation failed (broken chain, refused, unreachable), 2 bad
 input: a date that is not ``YYYY-MM-DD`` or an RFC 3339 time names its option, and the
@@ -28,6 +30,7 @@ from typing import IO, Any
 
 import aiohttp
 
+from control import cli_audit_key
 from control.audit import parse_cli_time
 from control.compliance_markdown import render_markdown
 from proxy.admin_client import ClientFailure
@@ -84,11 +87,18 @@ def cmd_query(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"events": events, "next_cursor": cursor})
         return 0
-    print_table([(e["seq"], e["ts"], e["type"], e["actor"], e["resource"]) for e in events],
-                ("SEQ", "TS", "TYPE", "ACTOR", "RESOURCE"))
+    print_table([(e.get("seq"), e.get("ts"), _type_cell(e), e.get("actor"), e.get("resource"))
+                 for e in events], ("SEQ", "TS", "TYPE", "ACTOR", "RESOURCE"))
     if cursor is not None:
         print(f"(more events: --cursor {cursor}, or --all)", file=sys.stderr)
     return 0
+
+
+def _type_cell(event: dict[str, Any]) -> str:
+    """The TYPE cell; a row that is not a well-formed event says so (tampering)."""
+    if event.get("unreadable"):
+        return f"UNREADABLE({str(event.get('type'))[:40]}): {event['unreadable']}"
+    return str(event.get("type"))
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -103,6 +113,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         print(f"audit chain BROKEN: first bad event {bad} "
               f"({result['checked']} events checked)")
+        if result.get("reason"):
+            print(f"reason: {result['reason']}")
         if event is not None:
             print(json.dumps(event, indent=2, sort_keys=True))
     return 0 if result["ok"] else 1
@@ -207,3 +219,5 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     add_client_options(p)
     _add_filters(p, all_filters=False)
     p.set_defaults(func=cmd_report)
+
+    cli_audit_key.register(verbs)

@@ -44,8 +44,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     if ver.get("ok"):
         chain = f"**verified**: {ver.get('checked', 0)} events checked, the chain is intact."
     else:
-        chain = (f"**BROKEN** at {ver.get('first_bad_event')} ({ver.get('checked', 0)} events "
-                 "checked): events from there on cannot be trusted.")
+        why = f" — {cell(ver['reason'])}" if ver.get("reason") else ""
+        chain = (f"**BROKEN** at {ver.get('first_bad_event')}{why} ({ver.get('checked', 0)} "
+                 "events checked): events from there on cannot be trusted.")
     verdict = "compliant" if report.get("compliant") else "NOT compliant"
     lines = [
         "# Compliance report",

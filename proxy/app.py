@@ -22,7 +22,8 @@ from typing import Any
 
 from aiohttp import web
 
-from control.audit import AuditLog
+from control.audit import AuditLog, keyring_from_env
+from control.audit.keys import describe
 from control.auth import TokenTable, load_tokens_file, token_changes
 from control.store import Store, open_store
 from proxy.config import Settings
@@ -197,8 +198,15 @@ STATE = web.AppKey("state", ProxyState)
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     state = app[STATE]
-    store = open_store(state.settings.state, hmac_key=_hmac_key(state.env))
+    keys = keyring_from_env(state.env)
+    store = open_store(state.settings.state, hmac_key=keys.current)
+    store.audit.set_previous_keys(keys.previous)
     await store.open()
+    try:  # before anything appends: a key that is not the chain's refuses to start
+        log.info("audit chain signed with %s", describe(await store.audit.check_key()))
+    except BaseException:
+        await store.close()
+        raise
     state.store = store
     state.audit = store.audit
     notify = state.settings.notifications
@@ -229,11 +237,6 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             for pool in state._runtime.pools.values():
                 await pool.close()
         await store.close()
-
-
-def _hmac_key(env: Mapping[str, str]) -> bytes | None:
-    key = env.get("SPLITWAY_AUDIT_HMAC_KEY")
-    return key.encode() if key else None
 
 
 def create_data_app(state: ProxyState) -> web.Application:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from control.audit.keys import AuditKeyError
 from proxy.admin_client import ClientFailure
 from proxy.cliutil import (
     Parser,
@@ -94,6 +95,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                                worker=args.worker or 0, reuse_port=args.worker is not None))
     except OSError as exc:  # e.g. the address is in use
         print(f"splitway run: {exc}", file=sys.stderr)
+        return 1
+    except AuditKeyError as exc:  # the key given is not the one the audit chain needs
+        print(f"splitway run: {exc.detail}", file=sys.stderr)
         return 1
     except StoreError as exc:
         print(f"splitway run: state store {settings.state!r}: {exc.detail}", file=sys.stderr)

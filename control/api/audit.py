@@ -77,8 +77,25 @@ class EventBody(BaseModel):
     hash: str
 
 
+class UnreadableBody(BaseModel):
+    """A stored row that is not a well-formed event (tampering): its columns as stored,
+    ``details`` as the stored text, and why it cannot be read (see ``control.audit.rows``)."""
+
+    seq: int | None
+    id: str | None
+    ts: str | None
+    type: str | None
+    actor: str | None
+    severity: str | None
+    resource: str | None
+    details: str | None
+    prev_hash: str | None
+    hash: str | None
+    unreadable: str
+
+
 class EventPage(BaseModel):
-    events: list[EventBody]
+    events: list[EventBody | UnreadableBody]
     next_cursor: str | None
 
 
@@ -86,6 +103,7 @@ class VerifyBody(BaseModel):
     ok: bool
     checked: int
     first_bad_event: str | None
+    reason: str | None = None  # why the first bad event is bad
 
 
 class ComplianceBody(BaseModel):
@@ -137,7 +155,7 @@ async def _record_access(request: web.Request, resource: str, details: dict[str,
 async def list_events(request: web.Request) -> web.Response:
     params = _params(request, (*FILTERS, "limit", "cursor", "order"))
     filters, page = parse_filters(params), parse_page(params)
-    events = await _store(request).audit.query(
+    events = await _store(request).audit.read(  # unreadable rows too, shown as stored
         limit=page.limit + 1, after=page.after, newest_first=page.newest_first, **filters)
     more = len(events) > page.limit
     events = events[: page.limit]

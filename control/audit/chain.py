@@ -27,9 +27,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
+from control import strict_json
 from proxy.errors import InvalidInputError
 
 GENESIS_HASH = "0" * 64
+#: Deepest ``details`` an event may have: refused on append, unreadable when stored.
+MAX_DETAILS_DEPTH = 100
 
 
 class Severity(StrEnum):
@@ -72,6 +75,12 @@ class EventType(StrEnum):
     TOKENS_RELOADED = "tokens.reloaded"
     SECURITY_VIOLATION = "security.violation"
     DATA_ACCESS = "data.access"
+    CONFIG_RELOAD_FAILED = "config.reload_failed"
+    AUDIT_KEY_ROTATED = "audit.key_rotated"  # written only by AuditLog.rotate_key
+    PRIVACY_ERASED = "privacy.erased"
+    NOTIFICATION_DELIVERED = "notification.delivered"
+    NOTIFICATION_FAILED = "notification.failed"
+    ROLLOUT_INCONCLUSIVE = "rollout.inconclusive"
 
 
 class ExportFormat(StrEnum):
@@ -149,19 +158,6 @@ class AuditEvent:
     def timestamp(self) -> datetime:
         return datetime.fromisoformat(self.ts)
 
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> AuditEvent:
-        """Raises ValueError (or TypeError/KeyError) for a row that cannot be an event."""
-        details = json.loads(row["details_json"])
-        if not isinstance(details, dict):
-            raise ValueError("details is not a JSON object")
-        return cls(
-            seq=int(row["seq"]), id=str(row["id"]), ts=str(row["ts"]),
-            type=EventType(row["type"]), actor=str(row["actor"]),
-            severity=Severity(row["severity"]), resource=str(row["resource"]),
-            details=details, prev_hash=str(row["prev_hash"]), hash=str(row["hash"]),
-        )  # fmt: skip
-
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
@@ -172,8 +168,9 @@ class VerifyResult:
     reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``GET /api/v1/audit/verify`` body."""
-        return {"ok": self.ok, "checked": self.checked, "first_bad_event": self.first_bad_event}
+        """The ``GET /api/v1/audit/verify`` body: ``reason`` says what is wrong (or null)."""
+        return {"ok": self.ok, "checked": self.checked,
+                "first_bad_event": self.first_bad_event, "reason": self.reason}
 
 
 def chain_event(
@@ -197,10 +194,18 @@ def chain_event(
     except ValueError:
         raise InvalidInputError(f"unknown severity {severity!r}", field="severity") from None
     body = dict(details or {})
+    if strict_json.depth(body, MAX_DETAILS_DEPTH) > MAX_DETAILS_DEPTH:
+        raise InvalidInputError(f"details nested deeper than {MAX_DETAILS_DEPTH} levels",
+                                field="details")
     try:
-        body = json.loads(canonical_json(body))  # a private, JSON-clean copy
+        text = canonical_json(body)
+        text.encode("utf-8")  # a lone surrogate could be neither hashed nor read back
+        body = json.loads(text)  # a private, JSON-clean copy
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"details must be JSON: {exc}", field="details") from exc
+    for name, text in (("actor", actor), ("resource", resource)):
+        if not _encodable(text):
+            raise InvalidInputError(f"{name} must be UTF-8 text", field=name)
     seq = prev.seq + 1 if prev else 1
     draft = AuditEvent(
         seq=seq, id=f"evt-{seq}", ts=format_ts(ts), type=etype, actor=actor, severity=sev,
@@ -210,6 +215,14 @@ def chain_event(
     return replace(draft, hash=compute_hash(draft.hashed_fields(), key))
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def verify_chain(
     events: Iterable[AuditEvent],
     key: bytes | None = None,
@@ -217,7 +230,9 @@ def verify_chain(
     prev_hash: str = GENESIS_HASH,
     prev_seq: int = 0,
 ) -> VerifyResult:
-    """Check events in order; ``prev_hash``/``prev_seq`` continue a chain checked earlier."""
+    """Check events all signed with one ``key``, in order; ``prev_hash``/``prev_seq``
+    continue a chain checked earlier. ``audit.key_rotated`` events get no special meaning
+    here: :class:`control.audit.verify.ChainVerifier` follows rotations across keys."""
     checked = 0
     for ev in events:
         checked += 1

@@ -1,4 +1,4 @@
-"""The async audit log over a state store: append, verify, query, export.
+"""The async audit log over a state store: append, verify, query, export, key rotation.
 
 ``append`` runs inside the caller's transaction, so an event commits or rolls back with
 the change it describes. Appends are serialised across processes *before* the chain's
@@ -10,22 +10,28 @@ empty table has no row to lock). Under READ COMMITTED the head is read after the
 is granted, so it is the newest; should a caller ever run an older snapshot, the
 ``seq`` primary key turns the stale head into a failed insert, never a forked chain.
 
+Every append also checks, under the same lock, that the log's key is the one the chain is
+signed with now (``audit_keys``, see :mod:`control.audit.keys`): a process with the wrong
+key, or none, refuses to append (:class:`AuditKeyError`) rather than break the chain, even
+when another process rotated the key while it ran. The first append of an empty chain
+records its key's fingerprint; a chain written before fingerprints were kept is adopted
+when its newest event is signed with the key given. :meth:`AuditLog.check_key` runs the
+same check at start-up; :meth:`AuditLog.rotate_key` records a key change.
+
 ``verify``, ``query`` and ``export`` only read, in read-only transactions, a batch at a
-time, so they never hold a lock for long.
+time, so they never hold a lock for long. Rows are read strictly
+(:mod:`control.audit.rows`): verification names an unreadable row as the first bad
+event, ``read``/``export`` show it as stored with the reason, and ``query``/``iter_events``
+(the readers that need events: the compliance report) skip it.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import replace
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Unpack
 
-import yaml
-
+from control.audit import keystore
 from control.audit.chain import (
     GENESIS_HASH,
     AuditEvent,
@@ -38,70 +44,21 @@ from control.audit.chain import (
     chain_event,
     format_ts,
     utc_now,
-    verify_chain,
 )
-from proxy.errors import InvalidInputError, StoreError
+from control.audit.export import export_chunks
+from control.audit.filters import AuditFilters, where_clauses
+from control.audit.keys import Keyring, describe, fingerprint, rotation_proof
+from control.audit.rows import AuditRecord, UnreadableEvent, read_record
+from control.audit.verify import ChainVerifier
+from proxy.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from control.store.base import Row, Store, Transaction
+    from control.store.base import Store, Transaction
+
+__all__ = ["AUDIT_LOCK_KEY", "AuditFilters", "AuditLog"]
 
 AUDIT_LOCK_KEY = 0x5357_0A0D  # advisory-lock key serialising appends (PostgreSQL)
-CSV_COLUMNS = ("seq", "id", "ts", "type", "actor", "severity", "resource", "details",
-               "prev_hash", "hash")  # fmt: skip
-COLUMNS = "seq, id, ts, type, actor, severity, resource, details_json, prev_hash, hash"
-
-
-class AuditFilters(TypedDict, total=False):
-    type: str  # a prefix: "rollout." matches the family, "rollout.step" the type
-    actor: str
-    resource: str
-    severity: Severity | str
-    since: datetime | str  # inclusive
-    until: datetime | str  # exclusive
-    max_seq: int  # inclusive: read the log as it was when this seq was its head
-
-
-def _ts_param(value: datetime | str, field: str) -> str:
-    try:
-        dt = datetime.fromisoformat(value) if isinstance(value, str) else value
-        return format_ts(dt if dt.utcoffset() is not None else dt.replace(tzinfo=UTC))
-    except ValueError as exc:
-        raise InvalidInputError(f"not an RFC 3339 time: {value!r}", field=field) from exc
-
-
-def _where(filters: AuditFilters) -> tuple[list[str], list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if prefix := filters.get("type"):
-        clauses.append("substr(type, 1, CAST(? AS INTEGER)) = ?")
-        params += [len(prefix), prefix]
-    for name in ("actor", "resource"):
-        if (value := filters.get(name)) is not None:
-            clauses.append(f"{name} = ?")
-            params.append(str(value))
-    if (severity := filters.get("severity")) is not None:
-        try:
-            params.append(str(Severity(severity)))
-        except ValueError:
-            raise InvalidInputError(f"bad severity {severity!r}", field="severity") from None
-        clauses.append("severity = ?")
-    if (since := filters.get("since")) is not None:
-        clauses.append("ts >= ?")
-        params.append(_ts_param(since, "since"))
-    if (until := filters.get("until")) is not None:
-        clauses.append("ts < ?")
-        params.append(_ts_param(until, "until"))
-    if (max_seq := filters.get("max_seq")) is not None:
-        clauses.append("seq <= ?")
-        params.append(int(max_seq))
-    return clauses, params
-
-
-def _to_events(rows: list[Row]) -> list[AuditEvent]:
-    try:
-        return [AuditEvent.from_row(row) for row in rows]
-    except (ValueError, TypeError, KeyError) as exc:
-        raise StoreError(f"unreadable audit row: {exc}") from exc
+ROTATED_RESOURCE = "audit"
 
 
 class AuditLog:
@@ -115,8 +72,19 @@ class AuditLog:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._store = store
-        self._key = hmac_key
+        self._keyring = Keyring(hmac_key)
         self._clock = clock
+
+    @property
+    def key_fingerprint(self) -> str:
+        """The fingerprint of the key this log signs with (``"none"``: unkeyed)."""
+        return self._keyring.current_fp
+
+    def set_previous_keys(self, keys: tuple[bytes, ...]) -> None:
+        """Keys earlier epochs of the chain were signed with (verification only)."""
+        self._keyring = Keyring(self._keyring.current, tuple(keys))
+
+    # -- appending -----------------------------------------------------------------------
 
     async def append(
         self,
@@ -128,19 +96,34 @@ class AuditLog:
         severity: Severity | str = Severity.INFO,
     ) -> AuditEvent:
         """Append one event inside ``tx``; it commits or rolls back with ``tx``."""
-        await tx.lock(AUDIT_LOCK_KEY)  # before reading the head, so no one else appends
-        row = await tx.fetchone("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-        prev = ChainHead(int(row["seq"]), str(row["hash"])) if row else None
+        if type == EventType.AUDIT_KEY_ROTATED:
+            raise InvalidInputError("audit.key_rotated is written only by "
+                                    "`splitway audit rotate-key`", field="type")
+        prev, ts = await self._locked_head(tx)
         ev = chain_event(
-            prev, ts=self._clock(), type=type, actor=actor, resource=resource,
-            details=details, severity=severity, key=self._key,
+            prev, ts=ts, type=type, actor=actor, resource=resource,
+            details=details, severity=severity, key=self._keyring.current,
         )  # fmt: skip
+        await self._insert(tx, ev)
+        return ev
+
+    async def _locked_head(self, tx: Transaction) -> tuple[ChainHead | None, datetime]:
+        """Take the append lock, read the head, check this log's key may extend it; the head
+        and the time for the next event (read under the lock, so time follows ``seq``)."""
+        await tx.lock(AUDIT_LOCK_KEY)  # before reading the head, so no one else appends
+        row = await tx.fetchone(f"SELECT seq, {keystore.text_col(tx.dialect, 'hash')} "
+                                "FROM audit_events ORDER BY seq DESC LIMIT 1")
+        prev = ChainHead(int(row["seq"]), keystore.stored_text(row["hash"])) if row else None
+        now = self._clock()
+        await keystore.check_key(tx, prev, self._keyring, format_ts(now))
+        return prev, now
+
+    async def _insert(self, tx: Transaction, ev: AuditEvent) -> None:
         await tx.execute(
-            f"INSERT INTO audit_events ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO audit_events ({keystore.COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (ev.seq, ev.id, ev.ts, str(ev.type), ev.actor, str(ev.severity), ev.resource,
              canonical_json(ev.details), ev.prev_hash, ev.hash),
         )  # fmt: skip
-        return ev
 
     async def record(
         self,
@@ -157,38 +140,105 @@ class AuditLog:
     async def head(self) -> ChainHead | None:
         """The newest event's ``seq`` and ``hash`` (``None`` for an empty log)."""
         async with self._store.transaction(readonly=True) as tx:
-            row = await tx.fetchone("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
-        return ChainHead(int(row["seq"]), str(row["hash"])) if row else None
+            row = await tx.fetchone(f"SELECT seq, {keystore.text_col(tx.dialect, 'hash')} "
+                                    "FROM audit_events ORDER BY seq DESC LIMIT 1")
+        return ChainHead(int(row["seq"]), keystore.stored_text(row["hash"])) if row else None
+
+    # -- the key ---------------------------------------------------------------------------
+
+    async def check_key(self) -> str:
+        """The start-up check: this log's key is the chain's, and the key record agrees
+        with the chain. Returns the fingerprint; raises :class:`AuditKeyError`."""
+        async with self._store.transaction() as tx:
+            await self._locked_head(tx)
+            await keystore.check_announced(tx)
+        return self._keyring.current_fp
+
+    async def rotate_key(
+        self, new_key: bytes | None, actor: str, reason: str | None = None
+    ) -> AuditEvent:
+        """Append ``audit.key_rotated`` (signed with this log's key, with the new key's
+        proof) and record the new key from the next ``seq`` on, in one transaction. This
+        log cannot append afterwards: open one with the new key."""
+        old_fp, new_fp = self._keyring.current_fp, fingerprint(new_key)
+        if old_fp == new_fp:
+            raise InvalidInputError(f"the new key is the key in use ({describe(old_fp)})",
+                                    field="key")
+        async with self._store.transaction() as tx:
+            prev, ts = await self._locked_head(tx)
+            seq, prev_hash = (prev.seq + 1, prev.hash) if prev else (1, GENESIS_HASH)
+            details: dict[str, Any] = {"from": old_fp, "to": new_fp, "proof": None}
+            if new_key is not None:
+                details["proof"] = rotation_proof(new_key, seq=seq, prev_hash=prev_hash,
+                                                  old_fp=old_fp, new_fp=new_fp)
+            if reason:
+                details["reason"] = reason
+            ev = chain_event(prev, ts=ts, type=EventType.AUDIT_KEY_ROTATED,
+                             actor=actor, resource=ROTATED_RESOURCE, details=details,
+                             severity=Severity.WARNING, key=self._keyring.current)
+            await self._insert(tx, ev)
+            await keystore.record_key(tx, ev.seq + 1, new_fp, ev.ts)
+        return ev
+
+    # -- verifying -------------------------------------------------------------------------
 
     async def verify(self, *, batch_size: int = 1000) -> VerifyResult:
-        """Check the whole chain, oldest first, a batch per read-only transaction."""
-        prev_seq: int | None = None
-        prev_hash, checked = GENESIS_HASH, 0
+        """Check the whole chain, oldest first, a batch per read-only transaction; any row
+        that cannot be read as an event is the first bad event."""
+        async with self._store.transaction(readonly=True) as tx:
+            verifier = ChainVerifier(self._keyring, await keystore.key_record(tx))
+        last_seq: int | None = None
+        head_id: str | None = None
         while True:
-            where = "" if prev_seq is None else "WHERE seq > ?"
-            params = [] if prev_seq is None else [prev_seq]
+            where = "" if last_seq is None else "WHERE seq > ?"
+            params = [] if last_seq is None else [last_seq]
             async with self._store.transaction(readonly=True) as tx:
                 rows = await tx.fetchall(
-                    f"SELECT {COLUMNS} FROM audit_events {where} ORDER BY seq LIMIT ?",
+                    f"SELECT {keystore.columns(tx.dialect)} FROM audit_events {where} "
+                    "ORDER BY seq LIMIT ?",
                     (*params, batch_size),
                 )
             if not rows:
-                return VerifyResult(True, checked)
-            events: list[AuditEvent] = []
+                return verifier.finish(head_id)
             for row in rows:
-                try:
-                    events.append(AuditEvent.from_row(row))
-                except (ValueError, TypeError, KeyError):
-                    break
-            result = verify_chain(events, self._key, prev_hash=prev_hash, prev_seq=prev_seq or 0)
-            checked += result.checked
-            if not result.ok:
-                return replace(result, checked=checked)
-            if len(events) < len(rows):
-                bad = rows[len(events)]
-                return VerifyResult(False, checked + 1, str(bad["id"]), int(bad["seq"]),
-                                    "row is not a readable event")  # fmt: skip
-            prev_seq, prev_hash = events[-1].seq, events[-1].hash
+                record = read_record(row)
+                if isinstance(record, UnreadableEvent):
+                    return verifier.unreadable(record.id, record.seq or None, record.reason)
+                if (bad := verifier.feed(record)) is not None:
+                    return bad
+                head_id = record.id
+            last_seq = int(rows[-1]["seq"])
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def read(
+        self,
+        *,
+        limit: int = 100,
+        offset: int = 0,
+        after: int | None = None,
+        newest_first: bool = False,
+        **filters: Unpack[AuditFilters],
+    ) -> list[AuditRecord]:
+        """Rows matching every filter, by ``seq``, each an event or, when the row is not a
+        well-formed event, an :class:`UnreadableEvent`; ``after`` is a keyset cursor."""
+        if not 1 <= limit <= 10_000:
+            raise InvalidInputError("limit must be 1..10000", field="limit")
+        if offset < 0:
+            raise InvalidInputError("offset must be >= 0", field="offset")
+        clauses, params = where_clauses(filters)
+        if after is not None:
+            clauses.append("seq < ?" if newest_first else "seq > ?")
+            params.append(after)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        order = "DESC" if newest_first else "ASC"
+        async with self._store.transaction(readonly=True) as tx:
+            rows = await tx.fetchall(
+                f"SELECT {keystore.columns(tx.dialect)} FROM audit_events {where} "
+                f"ORDER BY seq {order} LIMIT ? OFFSET ?",
+                (*params, limit, offset),
+            )
+        return [read_record(row) for row in rows]
 
     async def query(
         self,
@@ -199,69 +249,40 @@ class AuditLog:
         newest_first: bool = False,
         **filters: Unpack[AuditFilters],
     ) -> list[AuditEvent]:
-        """Events matching every filter, by ``seq``; ``after`` is a keyset cursor (a seq)."""
-        if not 1 <= limit <= 10_000:
-            raise InvalidInputError("limit must be 1..10000", field="limit")
-        if offset < 0:
-            raise InvalidInputError("offset must be >= 0", field="offset")
-        clauses, params = _where(filters)
-        if after is not None:
-            clauses.append("seq < ?" if newest_first else "seq > ?")
-            params.append(after)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        order = "DESC" if newest_first else "ASC"
-        async with self._store.transaction(readonly=True) as tx:
-            rows = await tx.fetchall(
-                f"SELECT {COLUMNS} FROM audit_events {where} ORDER BY seq {order} LIMIT ? OFFSET ?",
-                (*params, limit, offset),
-            )
-        return _to_events(rows)
+        """The well-formed events among :meth:`read`'s rows (verification reports the rest)."""
+        records = await self.read(limit=limit, offset=offset, after=after,
+                                  newest_first=newest_first, **filters)
+        return [r for r in records if isinstance(r, AuditEvent)]
+
+    async def iter_records(
+        self, *, batch_size: int = 500, **filters: Unpack[AuditFilters]
+    ) -> AsyncIterator[AuditRecord]:
+        """Every matching row, oldest first, read a batch at a time."""
+        after: int | None = None
+        while batch := await self.read(limit=batch_size, after=after, **filters):
+            for record in batch:
+                yield record
+            after = batch[-1].seq
 
     async def iter_events(
         self, *, batch_size: int = 500, **filters: Unpack[AuditFilters]
     ) -> AsyncIterator[AuditEvent]:
-        """Every matching event, oldest first, read a batch at a time."""
-        after: int | None = None
-        while batch := await self.query(limit=batch_size, after=after, **filters):
-            for ev in batch:
-                yield ev
-            after = batch[-1].seq
+        """Every matching well-formed event, oldest first, read a batch at a time."""
+        async for record in self.iter_records(batch_size=batch_size, **filters):
+            if isinstance(record, AuditEvent):
+                yield record
 
     async def export_chunks(
         self, fmt: ExportFormat | str, **filters: Unpack[AuditFilters]
     ) -> AsyncIterator[str]:
-        """The matching events as json, jsonl, yaml or csv text, in pieces (streamable)."""
+        """The matching rows as json, jsonl, yaml or csv text, in pieces (streamable);
+        see :mod:`control.audit.export` for rows that are not well-formed events."""
         try:
             form = ExportFormat(fmt)
         except ValueError:
             raise InvalidInputError(f"unknown export format {fmt!r}", field="format") from None
-        first = True
-        if form is ExportFormat.JSON:
-            yield "["
-        elif form is ExportFormat.CSV:
-            yield _csv_line(list(CSV_COLUMNS))
-        async for ev in self.iter_events(**filters):
-            data = ev.to_dict()
-            if form is ExportFormat.JSON:
-                yield ("\n" if first else ",\n") + json.dumps(data, ensure_ascii=False)
-            elif form is ExportFormat.JSONL:
-                yield json.dumps(data, ensure_ascii=False) + "\n"
-            elif form is ExportFormat.YAML:
-                yield yaml.safe_dump([data], sort_keys=False, allow_unicode=True)
-            else:
-                yield _csv_line([*(data[c] for c in CSV_COLUMNS[:7]),
-                                 canonical_json(ev.details), ev.prev_hash, ev.hash])  # fmt: skip
-            first = False
-        if form is ExportFormat.JSON:
-            yield "]\n" if first else "\n]\n"
-        elif form is ExportFormat.YAML and first:
-            yield "[]\n"
+        async for chunk in export_chunks(self.iter_records(**filters), form):
+            yield chunk
 
     async def export(self, fmt: ExportFormat | str, **filters: Unpack[AuditFilters]) -> str:
         return "".join([chunk async for chunk in self.export_chunks(fmt, **filters)])
-
-
-def _csv_line(values: list[Any]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerow(values)
-    return buf.getvalue()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from control.audit.chain import EventType, Severity, format_ts
-from control.audit.log import AuditFilters
+from control.audit.filters import AuditFilters
 from proxy.errors import InvalidInputError
 
 #: Filters accepted by every audit read (query, export, report use a subset).

@@ -186,6 +186,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             )
         """,
     ),
+    Migration(
+        5,
+        "audit key fingerprints",
+        common="""
+            CREATE TABLE audit_keys (
+                since_seq    BIGINT PRIMARY KEY,
+                fingerprint  TEXT NOT NULL,
+                recorded_at  TEXT NOT NULL
+            )
+        """,
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

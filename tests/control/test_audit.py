@@ -74,7 +74,8 @@ def test_valid_chain_verifies_only_with_its_key() -> None:
     assert verify_chain(chain, KEY) == verify_chain(chain, KEY)
     result = verify_chain(chain, KEY)
     assert (result.ok, result.checked, result.first_bad_event) == (True, 20, None)
-    assert result.to_dict() == {"ok": True, "checked": 20, "first_bad_event": None}
+    assert result.to_dict() == {"ok": True, "checked": 20, "first_bad_event": None,
+                                "reason": None}
     wrong = verify_chain(chain, b"other")
     assert (wrong.ok, wrong.first_bad_event) == (False, "evt-1")
     assert verify_chain([], KEY).ok

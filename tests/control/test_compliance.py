@@ -75,7 +75,8 @@ def test_an_approved_production_change_is_compliant() -> None:
     assert c.at == events[-1].ts and c.event_id == events[-1].id and c.issues == ()
     doc = r.to_json()
     assert json.loads(json.dumps(doc)) == doc
-    assert doc["verification"] == {"ok": True, "checked": 4, "first_bad_event": None}
+    assert doc["verification"] == {"ok": True, "checked": 4, "first_bad_event": None,
+                                  "reason": None}
     assert doc["production_changes"][0]["compliant"] is True
     assert doc["production_changes"][0]["approved_by"][0] == {"user": "bob", "at": iso(1)}
     assert doc["period"] == {"since": None, "until": None}
@@ -195,8 +196,8 @@ def test_a_broken_chain_makes_the_report_non_compliant() -> None:
     broken = VerifyResult(False, 2, "evt-2", 2, "hash does not match the event's contents")
     r = report(events, verification=broken)
     assert r.production_changes[0].compliant and not r.compliant
-    assert r.to_json()["verification"] == {"ok": False, "checked": 2,
-                                           "first_bad_event": "evt-2"}
+    assert r.to_json()["verification"] == {"ok": False, "checked": 2, "first_bad_event": "evt-2",
+                                           "reason": "hash does not match the event's contents"}
     md = r.to_markdown()
     assert "**BROKEN** at evt-2" in md and "NOT compliant" in md
 

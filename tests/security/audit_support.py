@@ -1,0 +1,90 @@
+"""Shared by the audit security tests: a state store on SQLite or PostgreSQL that the
+real ``splitway`` process uses and a test can tamper with behind its back, and the real
+CLI run as a subprocess that is always reaped."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.control.conftest import BACKENDS, PG_URL, Target
+from tests.harness import proxy_config, write_config
+
+AUDIT_ENV = ("SPLITWAY_AUDIT_HMAC_KEY", "SPLITWAY_AUDIT_HMAC_KEY_NEW",
+             "SPLITWAY_AUDIT_HMAC_PREVIOUS_KEYS")
+
+
+@dataclass
+class Db:
+    """A database for one test: ``url`` for splitway, ``target`` for tampering."""
+
+    target: Target
+    url: str
+
+    def count(self, table: str = "audit_events") -> int:
+        return int(self.target.raw(f"SELECT COUNT(*) FROM {table}")[0][0])
+
+    def config(self, tmp_path: Path) -> Path:
+        cfg = proxy_config({"v1": ["http://127.0.0.1:9"]}, [
+            {"name": "r", "match": {"path_prefix": "/"}, "variants": {"a": "v1"},
+             "split": {"weights": {"a": 1}}}], state=self.url)
+        return write_config(tmp_path, cfg)
+
+
+@pytest.fixture(params=BACKENDS, name="db")
+def db_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
+    """``db``: SQLite, and PostgreSQL (a fresh schema) with SPLITWAY_TEST_POSTGRES_URL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/state.db"
+        yield Db(Target("sqlite", url), url)
+        return
+    assert PG_URL and "?" not in PG_URL
+    schema = f"sw_audit_{secrets.token_hex(6)}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        yield Db(Target("postgres", PG_URL, schema),
+                 f"{PG_URL}?options=-csearch_path%3D{schema}")
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def clean_env(**keys: str | None) -> dict[str, str]:
+    """The environment without any audit key, plus ``keys`` (None: left out)."""
+    env = {k: v for k, v in os.environ.items() if k not in AUDIT_ENV}
+    return {**env, **{k: v for k, v in keys.items() if v is not None}}
+
+
+async def splitway(*args: str, env: dict[str, str], timeout: float = 30,
+                   cwd: Path | None = None) -> tuple[int, str, str]:
+    """Run the real CLI to its end; killed (and reaped) if it outlives ``timeout``."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=env, cwd=cwd)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def raw(db: Db, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    return db.target.raw(statement, params)
