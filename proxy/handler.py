@@ -3,7 +3,8 @@ both ways -> observe.
 
 Everything here either looks something up in the current :class:`~proxy.runtime.Runtime`
 or moves bytes; decisions live in :mod:`proxy.target`, :mod:`proxy.routing`,
-:mod:`proxy.splitter`, :mod:`proxy.pins` and :mod:`proxy.outlier`. Errors raised on the
+:mod:`proxy.choice` (with :mod:`proxy.splitter` and :mod:`proxy.pins`), :mod:`proxy.body`
+and :mod:`proxy.outlier`. Errors raised on the
 way are :mod:`proxy.errors` types, turned into the JSON error shape in exactly one place
 (:func:`error_response`).
 
@@ -24,28 +25,24 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from typing import Protocol
 
 import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from proxy.body import LimitedBody, client_body_error
+from proxy.choice import Choice, How, choose_variant
 from proxy.errors import (
-    BadPinError,
-    BadRequestError,
     BodyTooLargeError,
     Cause,
-    ClientClosedError,
-    ClientTimeoutError,
     NoRouteError,
     OverloadedError,
     ProxyError,
     SplitwayError,
     UpstreamError,
-    UpstreamTimeoutError,
     error_body,
     headers_of,
     status_of,
@@ -65,7 +62,6 @@ from proxy.target import Target, normalize_target
 from proxy.upstream import BackendPool, Exchange, translate
 
 CLIENT_CLOSED = 499
-CHUNK = 1 << 16
 SMALL_BODY = 1 << 16  # bodies up to this size (with a Content-Length) are read whole
 EXPERIMENT_BODY_CAP = 1 << 20  # a JSON success field is looked for in the first MiB
 
@@ -92,116 +88,6 @@ def error_response(
         status=status_of(exc),
         headers=headers,
     )
-
-
-class How(Enum):
-    PIN = "pin"  # pinned from a source trusted_pins does not name: routed, not judged
-    TRUSTED_PIN = "trusted_pin"
-    HASH = "hash"
-    RANDOM = "random"
-    FALLBACK = "fallback"  # a hash split whose request lacked the key
-
-    @property
-    def pinned(self) -> bool:
-        return self is How.PIN or self is How.TRUSTED_PIN
-
-
-@dataclass(frozen=True, slots=True)
-class Choice:
-    variant: str
-    how: How
-    key: str | None = None
-
-    @property
-    def judged(self) -> bool:
-        """Whether the request is a fair sample the rollout judge may read."""
-        return self.how is not How.PIN
-
-
-def choose_variant(rr: RouteRuntime, request: web.Request, rng: random.Random) -> Choice:
-    """Pin, sticky hash, or weighted random (contract §3)."""
-    split = rr.config.split
-    if split.allow_pin:
-        pinned = request.headers.get(VARIANT_HEADER)
-        if pinned is not None:
-            if pinned not in rr.config.variants:
-                raise BadPinError(f"{VARIANT_HEADER}: {pinned!r} is not a variant of this route")
-            trust = rr.pin_trust
-            trusted = trust is not None and trust.trusts(request.headers, request.remote)
-            return Choice(pinned, How.TRUSTED_PIN if trusted else How.PIN)
-    if rr.hash_source is not None:
-        kind, name = rr.hash_source
-        key: str | None
-        if kind == "header":
-            key = request.headers.get(name)
-        elif kind == "cookie":
-            key = request.cookies.get(name)
-        elif kind == "query":
-            key = request.query.get(name)
-        else:
-            key = request.remote
-        if key:
-            return Choice(rr.table.pick_hash(key), How.HASH, key)
-        rr.stats.record_fallback()
-        return Choice(rr.table.pick_random(rng.random()), How.FALLBACK)
-    return Choice(rr.table.pick_random(rng.random()), How.RANDOM)
-
-
-def client_body_error(exc: BaseException) -> ProxyError:
-    """The error for a failure reading the client's request body (always the client's)."""
-    if isinstance(exc, HttpProcessingError):
-        return BadRequestError(f"malformed request body: {exc.message}")
-    return ClientClosedError("the client closed the connection while sending its body")
-
-
-class _LimitedBody:
-    """Streams the client's body upstream, stopping at the route's size limit.
-
-    ``failure`` keeps the client-caused error it raised (so the caller charges the client,
-    not the backend); ``waiting`` is True while it waits for the client's next bytes — and
-    stays True if the exchange is cut meanwhile: a timeout then is the client's stall."""
-
-    __slots__ = ("_content", "_limit", "failure", "ticket", "waiting")
-
-    def __init__(self, content: aiohttp.StreamReader, limit: int) -> None:
-        self._content = content
-        self._limit = limit
-        self.failure: ProxyError | None = None
-        self.waiting = False
-        self.ticket: Ticket | None = None  # a shadow copy is taken as the body streams
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        total = 0
-        while True:
-            self.waiting = True
-            try:
-                chunk = await self._content.read(CHUNK)
-            except (OSError, HttpProcessingError) as exc:
-                self.failure = client_body_error(exc)
-                raise self.failure from exc
-            self.waiting = False
-            if not chunk:
-                break
-            total += len(chunk)
-            if total > self._limit:
-                # Raising aborts the upstream request instead of ending it cleanly, so the
-                # backend never takes a truncated body for a whole one.
-                self.failure = BodyTooLargeError(f"request body over {self._limit} bytes")
-                raise self.failure
-            if self.ticket is not None:
-                self.ticket.body.feed(chunk)
-            yield chunk
-        if self.ticket is not None:
-            self.ticket.end_request()
-
-    def owns(self, error: UpstreamError) -> ProxyError | None:
-        """The client-caused error behind an upstream failure, if it was the client's."""
-        if self.failure is not None:
-            return self.failure
-        if isinstance(error, UpstreamTimeoutError) and self.waiting:
-            return ClientTimeoutError("the request body did not arrive before the upstream "
-                                      "timeout")
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +171,7 @@ class ProxyHandler:
             # A small body of known length is read whole: cheaper than streaming it through
             # two generators, and a refused connection can then always be retried.
             small: bytes | None = None
-            body: _LimitedBody | None = None
+            body: LimitedBody | None = None
             if request.body_exists:
                 if request.content_length is not None and request.content_length <= SMALL_BODY:
                     try:
@@ -295,7 +181,7 @@ class ProxyHandler:
                         status = error.status
                         return error_response(error, request_id, route, variant)
                 else:
-                    body = _LimitedBody(request.content, limit)
+                    body = LimitedBody(request.content, limit)
             headers = upstream_request_headers(
                 request.headers, client_ip=request.remote, scheme=request.scheme,
                 request_id=request_id, host=target.authority, drop=rr.drop_headers,
@@ -362,7 +248,7 @@ class ProxyHandler:
         route: str,
         request_id: str,
         stats: VariantStats,
-        body: _LimitedBody | None,
+        body: LimitedBody | None,
         sinks: tuple[Capture, ...],
     ) -> _Relayed:
         """Stream the upstream response to the client."""
