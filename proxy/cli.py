@@ -53,15 +53,11 @@ def load_config(args: argparse.Namespace) -> Settings:
 
 # -- check / run ----------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
-    from control.auth import load_tokens
+    from proxy.config_files import load_config_files
 
     settings = load_config(args)
-    tokens = settings.admin.tokens_file
-    if tokens is not None and tokens.exists():
-        try:
-            load_tokens(tokens)
-        except ConfigError as exc:
-            raise UsageError("\n".join(f"{tokens}: {p}" for p in exc.problems)) from None
+    if not args.no_files:
+        load_config_files(settings)  # what `run` reads: TLS certificate and key, tokens
     print(f"{args.config}: ok")
     return 0
 
@@ -85,6 +81,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = load_config(args)
     if args.workers < 1:
         raise UsageError("splitway run: --workers must be >= 1")
+    if args.worker is None:  # the files named in the config, before any listener or worker
+        from proxy.config_files import load_config_files
+
+        load_config_files(settings)
     if args.workers > 1 and args.worker is None:
         if any(a.port == 0 for a in settings.listen_addresses):
             raise UsageError("splitway run: --workers needs a fixed listen port")
@@ -189,8 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="splitway", description="traffic splitting for ML model versions")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    p = sub.add_parser("check", help="validate a config file")
+    p = sub.add_parser("check", help="validate a config file and the files it names")
     add_config(p)
+    p.add_argument("--no-files", action="store_true",
+                   help="skip the TLS and tokens files (e.g. in CI, where they do not exist)")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("run", help="serve the data plane and the admin API")

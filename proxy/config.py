@@ -159,6 +159,21 @@ class TLS(Model):
     key: Path
 
 
+class Limits(Model):
+    """What one client connection may hold, on the data and the admin listener alike
+    (:mod:`proxy.connection`)."""
+
+    #: from the connection's start, or from the first byte of a keep-alive request, until
+    #: its headers are complete; then 408 (silent close if nothing was sent)
+    header_read_timeout_s: Annotated[PositiveFloat, Field(le=3600)] = 10.0
+    #: an idle keep-alive connection between two requests
+    keepalive_timeout_s: Annotated[PositiveFloat, Field(le=86400)] = 75.0
+    #: request line and headers together
+    max_header_bytes: Annotated[Int, Field(ge=1024, le=1 << 20)] = 64 << 10
+    #: warning lines for malformed requests; more are counted and summarised
+    malformed_log_per_s: Annotated[Int, Field(ge=1, le=10_000)] = 10
+
+
 class Admin(Model):
     """The admin API listener and its tokens file (without one, the API is read-only)."""
 
@@ -472,6 +487,7 @@ class Settings(Model):
     listen: str | tuple[str, ...] = "127.0.0.1:8080"
     tls: TLS | None = None
     admin: Admin = Admin()
+    limits: Limits = Limits()
     state: str = "sqlite:///splitway-state.db"
     notifications: Notifications = Notifications()
     grace_period_s: NonNegativeFloat = 30.0

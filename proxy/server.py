@@ -22,7 +22,6 @@ import gc
 import logging
 import os
 import signal
-import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -31,26 +30,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from control.auth import TokenTable, load_tokens_file
 from proxy.admin import create_admin_app
 from proxy.app import ProxyState, create_data_app
 from proxy.config import Settings, parse_listen
+from proxy.config_files import load_config_files
+from proxy.connection import Guard, GuardedAppRunner
 from proxy.errors import ConfigError
 
 log = logging.getLogger("splitway.server")
-
-
-def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
-    if settings.tls is None:
-        return None
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(settings.tls.cert, settings.tls.key)
-    return ctx
-
-
-def _tokens(settings: Settings) -> TokenTable | None:
-    # absolute: the loader resolves it; a reload reads it again (ProxyState.reload)
-    return load_tokens_file(settings.admin.tokens_file)
 
 
 def _url(addr: object, scheme: str) -> str:
@@ -77,16 +64,20 @@ async def started(
     reuse_port: bool = False,
 ) -> AsyncIterator[Started]:
     """Start listening; on exit stop accepting, drain within the grace period, close."""
-    tokens = _tokens(settings)
-    tls = _ssl_context(settings)
+    # The same reading and checks as `splitway check`; the tokens file is read again on
+    # each reload (ProxyState.reload).
+    files = load_config_files(settings)
+    tokens, tls = files.tokens, files.tls
+    # One guard per process: both listeners share its limits and its rate-limited log.
+    guard = Guard.of(settings.limits)
     state = ProxyState(settings, config_path=config_path, env=env)
-    data_runner = web.AppRunner(
-        create_data_app(state), handler_cancellation=True, access_log=None,
+    data_runner = GuardedAppRunner(
+        create_data_app(state), guard=guard, handler_cancellation=True, access_log=None,
         shutdown_timeout=settings.grace_period_s, handle_signals=False,
     )
     await data_runner.setup()  # opens the store and builds the runtime (cleanup_ctx)
-    admin_runner = web.AppRunner(create_admin_app(state, tokens), access_log=None,
-                                 handle_signals=False)
+    admin_runner = GuardedAppRunner(create_admin_app(state, tokens), guard=guard,
+                                    access_log=None, handle_signals=False)
     try:
         await admin_runner.setup()
         for addr in settings.listen_addresses:
@@ -131,11 +122,18 @@ async def serve(
 
 
 async def _reload(state: ProxyState) -> None:
+    """The SIGHUP reload. Nothing awaits this task, so every failure is logged here, as one
+    line: an escaping exception would only surface as "Task exception was never
+    retrieved" when the task is collected."""
     try:
         await state.reload(actor="sighup")
     except ConfigError as exc:
         log.error("reload refused, the old config keeps serving: %s",
                   "; ".join(map(str, exc.problems)))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.error("reload failed: %s: %s", type(exc).__name__, exc)
 
 
 def _die_with_parent() -> None:

@@ -237,6 +237,7 @@ def test_check_unreadable_files(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("text", [MINIMAL, FULL], ids=["minimal", "contract-example"])
 def test_check_accepts_valid_config(tmp_path: Path, text: str) -> None:
+    (tmp_path / "tokens.yaml").write_text("tokens: []\n")  # the example names one; check reads it
     result = check(tmp_path, text)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
