@@ -260,8 +260,11 @@ class GuardedRequestHandler(RequestHandler):
                 # A parse error while a body was still arriving belongs to that body: fail
                 # the stream its handler reads, rather than answer a second time after it.
                 del self._messages[i]
-                last.set_exception(msg.exc)
-                last.feed_eof()  # nothing more will come; no lingering read of it either
+                if self._request_in_progress:  # its handler may be reading it
+                    last.set_exception(msg.exc)
+                # Nothing more will come: this also ends aiohttp's lingering read of a body
+                # the handler left unread (an error there would be an "Unhandled exception").
+                last.feed_eof()
                 self.close()
                 self._guard.log.warn(self._loop, "malformed request body", self._remote(),
                                      f"{reason_of(msg.exc)} (400)")

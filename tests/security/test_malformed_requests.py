@@ -121,6 +121,14 @@ async def test_a_bad_chunk_after_the_headers_is_a_prompt_400(
         assert data.count(b"HTTP/1.") == 1, data  # one answer, not a second 400 after it
         assert took < 4, took  # the backends' timeout_s is 5
         await until(p, "malformed request body from ", 1)
+
+        # the same after an answer that did not read the body (the admin API's 405): the
+        # unread body is drained quietly, the connection closes
+        head = (b"PUT /api/v1/reload HTTP/1.1\r\n" + H + b"Content-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n")
+        data = await exchange(p.admin_url, head, b"zz\r\n0\r\n\r\n", pause=0.3)
+        assert status_of(data) == 405 and data.count(b"HTTP/1.") == 1, data
+        await until(p, "malformed request body from ", 2)
     assert not [x for x in p.log if "Traceback" in x or " ERROR " in x], p.log
 
 
