@@ -108,7 +108,7 @@ class Store(ABC):
             async with asyncio.timeout(timeout_s), self.transaction() as tx:
                 await tx.fetchone("SELECT max(version) AS v FROM schema_migrations")
         except TimeoutError:
-            self.health.failed(f"no answer within {timeout_s:g} s")
+            self.health.failed(f"no answer within {timeout_s:g} s", write=True)
             return False
         except StoreError:
             return False
@@ -122,9 +122,9 @@ class Store(ABC):
             async with self._transaction(readonly=readonly) as tx:
                 yield tx
         except StoreUnavailableError as exc:
-            self.health.failed(exc.detail)
+            self.health.failed(exc.detail, write=not readonly)
             raise
-        self.health.succeeded()
+        self.health.succeeded(write=not readonly)
 
     @abstractmethod
     def _transaction(self, *, readonly: bool) -> AbstractAsyncContextManager[Transaction]:
