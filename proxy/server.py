@@ -71,13 +71,18 @@ async def started(
     # One guard per process: both listeners share its limits and its rate-limited log.
     guard = Guard.of(settings.limits)
     state = ProxyState(settings, config_path=config_path, env=env)
+    # auto_decompress=False on both: request bodies reach a backend exactly as sent (a
+    # gzip body was forwarded inflated under its Content-Encoding: gzip header), and
+    # neither listener inflates a small compressed body into a large one.
     data_runner = GuardedAppRunner(
         create_data_app(state), guard=guard, handler_cancellation=True, access_log=None,
         shutdown_timeout=settings.grace_period_s, handle_signals=False,
+        auto_decompress=False,
     )
     await data_runner.setup()  # opens the store and builds the runtime (cleanup_ctx)
     admin_runner = GuardedAppRunner(create_admin_app(state, tokens), guard=guard,
-                                    access_log=None, handle_signals=False)
+                                    access_log=None, handle_signals=False,
+                                    auto_decompress=False)
     try:
         await admin_runner.setup()
         for addr in settings.listen_addresses:

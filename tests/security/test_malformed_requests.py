@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
+import hashlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -151,3 +153,23 @@ async def test_warnings_are_rate_limited_with_a_count_of_the_rest(
         assert accounted() == sent
         assert 2 <= len(warned(p)) < sent
     assert not [x for x in p.log if "Traceback" in x], p.log
+
+
+async def test_compressed_bodies_pass_through_untouched(tmp_path: Path, sample: str) -> None:
+    """Content-Encoding is the backend's business: the body is forwarded as sent (before,
+    the proxy inflated a gzip body and sent it on still labelled gzip: the backend failed;
+    an invalid one was a traceback in the proxy)."""
+    raw = b"hello world " * 1000
+    zipped = gzip.compress(raw)
+    async with proxy_with(tmp_path, sample) as p:
+        head = (b"POST /_sample/upload HTTP/1.1\r\n" + H + b"Content-Encoding: gzip\r\n"
+                b"Connection: close\r\nContent-Length: %d\r\n\r\n")
+        data = await exchange(p.data_url, head % len(zipped) + zipped)
+        assert status_of(data) == 200, data
+        # the sample backend inflates what it receives: it got the gzip stream intact
+        got = json.loads(data.partition(b"\r\n\r\n")[2])
+        assert got == {"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+
+        data = await exchange(p.data_url, head % 5 + b"xxxxx")  # not gzip: the backend says
+        assert status_of(data) in (400, 500), data
+    assert not [x for x in p.log if "Traceback" in x or " ERROR " in x], p.log
