@@ -1,6 +1,6 @@
 """YAML text -> Python data, for every YAML file splitway reads (the config, ``tokens.yaml``).
 
-PyYAML's ``SafeLoader`` with four refusals, each a :class:`~proxy.errors.ConfigError`
+PyYAML's ``SafeLoader`` with five refusals, each a :class:`~proxy.errors.ConfigError`
 naming the line and column (or the size) rather than a traceback:
 
 - **duplicate keys** in a mapping (YAML itself would keep the last one silently);
@@ -14,7 +14,9 @@ naming the line and column (or the size) rather than a traceback:
   parse, but whatever walks the data afterwards (validation, JSON, a copy) sees the
   expanded tree: nine levels of ten aliases each (the "billion laughs") is 10⁹ nodes from
   a few hundred bytes. Each node's expanded size is computed once, as it is composed, so
-  the count is linear in the text whatever the expansion.
+  the count is linear in the text whatever the expansion;
+- **values Python refuses** — an integer of more than 4,300 digits, a date in month 13 —
+  which PyYAML lets out as a bare ``ValueError``.
 """
 
 from __future__ import annotations
