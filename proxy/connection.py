@@ -157,11 +157,19 @@ def _raw_response(exc: ProxyError) -> bytes:
 class GuardedRequestHandler(RequestHandler):
     """aiohttp's connection protocol with the limits described in the module docstring."""
 
-    __slots__ = ("_guard", "_head_bytes", "_head_timer", "_last_body")
+    __slots__ = ("_guard", "_head_bytes", "_head_deadline", "_head_timeout", "_head_timer",
+                 "_last_body", "_max_head")
 
     def __init__(self, manager: GuardedServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._guard = manager.guard
+        self._head_timeout = manager.guard.limits.header_read_timeout_s
+        self._max_head = manager.guard.limits.max_header_bytes
+        # The head being read must be complete by ``_head_deadline`` (None: no head being
+        # read). Arming and disarming per request only set it; the one timer, when it
+        # fires, looks at it and sleeps again if the deadline moved (aiohttp's keep-alive
+        # timer works the same way): no timer is made and cancelled per request.
+        self._head_deadline: float | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0  # bytes of the head being read
         self._last_body: StreamReader | None = None  # the newest request's body stream
@@ -173,18 +181,31 @@ class GuardedRequestHandler(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         super().connection_lost(exc)
 
     def _arm(self) -> None:
         self._head_bytes = 0
-        self._head_timer = self._loop.call_later(
-            self._guard.limits.header_read_timeout_s, self._head_timed_out)
+        deadline = self._loop.time() + self._head_timeout
+        self._head_deadline = deadline
+        if self._head_timer is None:
+            self._head_timer = self._loop.call_at(deadline, self._head_timer_fired)
 
     def _disarm(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_deadline = None
         self._head_bytes = 0
+
+    def _head_timer_fired(self) -> None:
+        self._head_timer = None
+        deadline = self._head_deadline
+        if deadline is None:
+            return  # no head being read; the next one schedules the timer again
+        if self._loop.time() < deadline:  # a later head re-armed it: sleep until then
+            self._head_timer = self._loop.call_at(deadline, self._head_timer_fired)
+            return
+        self._head_timed_out()
 
     def _idle(self) -> bool:
         """Between requests: ``start()`` waits for the next message."""
@@ -198,7 +219,7 @@ class GuardedRequestHandler(RequestHandler):
         return body is None or body.is_eof()
 
     def _head_timed_out(self) -> None:
-        self._head_timer = None
+        self._head_deadline = None
         if not self._between_messages():
             return
         if not self._idle():
@@ -227,29 +248,33 @@ class GuardedRequestHandler(RequestHandler):
 
     # -- bytes in ---------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self._head_timer is None and data and self._between_messages():
+        if self._head_deadline is None and data and self._between_messages():
             self._arm()  # the first byte of a keep-alive request starts its deadline
-        if self._head_timer is not None:
+        counted = self._head_deadline is not None
+        if counted:
             self._head_bytes += len(data)
+        limit = self._max_head
         before = self._request_count
         super().data_received(data)
         if self._request_count != before:
-            self._disarm()  # a head is complete (or refused as malformed)
-            self._after_messages(self._request_count - before)
-        elif self._head_timer is not None and (
-                self._head_bytes > self._guard.limits.max_header_bytes):
-            limit = self._guard.limits.max_header_bytes
+            # Heads are complete (or refused as malformed). Only when more bytes than the
+            # limit came in (or they were not counted: pipelined behind a body) can one of
+            # them be over it.
+            measure = not counted or self._head_bytes > limit
+            self._disarm()
+            self._after_messages(self._request_count - before, measure)
+        elif counted and self._head_bytes > limit:
             self._refuse(BadRequestError(f"request headers over {limit} bytes"),
                          "oversized request headers", f"over {limit} bytes (400)")
 
-    def _after_messages(self, count: int) -> None:
-        """Check the heads just parsed against ``max_header_bytes``; keep the newest body
-        stream, and fail it at once if its bytes did not parse."""
-        limit = self._guard.limits.max_header_bytes
+    def _after_messages(self, count: int, measure: bool) -> None:
+        """Check the heads just parsed against ``max_header_bytes`` (if ``measure``); keep
+        the newest body stream, and fail it at once if its bytes did not parse."""
+        limit = self._max_head
         for i in range(len(self._messages) - count, len(self._messages)):
             msg, body = self._messages[i]
             if isinstance(msg, RawRequestMessage):
-                if _head_size(msg) > limit:  # a whole head in one read, over the limit
+                if measure and _head_size(msg) > limit:  # a whole head in one read
                     self._messages[i] = (_ErrInfo(status=400, exc=BadHttpMessage(
                         f"request headers over {limit} bytes"), message=""), body)
                 self._last_body = body
