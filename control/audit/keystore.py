@@ -68,13 +68,32 @@ async def record_key(tx: Transaction, since_seq: int, fp: str, now: str) -> None
         (since_seq, fp, now))
 
 
-async def check_key(tx: Transaction, head: ChainHead | None, keyring: Keyring, now: str) -> None:
-    """Raise :class:`AuditKeyError` unless ``keyring.current`` signs the chain now; record
-    the key of a new chain, or adopt a chain from before fingerprints were kept."""
+async def locked_head(tx: Transaction) -> tuple[ChainHead | None, str | None]:
+    """The chain's head and the fingerprint in force, in one round trip (every append
+    reads both, under the append lock)."""
+    def newest(column: str) -> str:
+        return f"(SELECT {column} FROM audit_events ORDER BY seq DESC LIMIT 1)"
+    fp = "(SELECT fingerprint FROM audit_keys ORDER BY since_seq DESC LIMIT 1)"
+    if tx.dialect == "sqlite":
+        hash_, fp = f"CAST({newest('hash')} AS BLOB)", f"CAST({fp} AS BLOB)"
+    else:
+        hash_ = newest("hash")
+    row = await tx.fetchone(f"SELECT {newest('seq')} AS seq, {hash_} AS hash, {fp} AS fp")
+    if row is None or row["seq"] is None:
+        head = None
+    else:
+        head = ChainHead(int(row["seq"]), stored_text(row["hash"]))
+    return head, None if row is None or row["fp"] is None else stored_text(row["fp"])
+
+
+async def check_key(tx: Transaction, head: ChainHead | None, in_force: str | None,
+                    keyring: Keyring, now: str) -> None:
+    """Raise :class:`AuditKeyError` unless ``keyring.current`` signs the chain now
+    (``in_force``: the recorded fingerprint, if any); record the key of a new chain, or
+    adopt a chain from before fingerprints were kept."""
     given = keyring.current_fp
-    in_force = await key_in_force(tx)
     if in_force is not None:
-        check_fingerprint(in_force[1], given)
+        check_fingerprint(in_force, given)
     elif head is None:
         await record_key(tx, 1, given, now)  # a new chain: its key is ours
     else:

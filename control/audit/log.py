@@ -111,11 +111,9 @@ class AuditLog:
         """Take the append lock, read the head, check this log's key may extend it; the head
         and the time for the next event (read under the lock, so time follows ``seq``)."""
         await tx.lock(AUDIT_LOCK_KEY)  # before reading the head, so no one else appends
-        row = await tx.fetchone(f"SELECT seq, {keystore.text_col(tx.dialect, 'hash')} "
-                                "FROM audit_events ORDER BY seq DESC LIMIT 1")
-        prev = ChainHead(int(row["seq"]), keystore.stored_text(row["hash"])) if row else None
+        prev, in_force = await keystore.locked_head(tx)
         now = self._clock()
-        await keystore.check_key(tx, prev, self._keyring, format_ts(now))
+        await keystore.check_key(tx, prev, in_force, self._keyring, format_ts(now))
         return prev, now
 
     async def _insert(self, tx: Transaction, ev: AuditEvent) -> None:

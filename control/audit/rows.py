@@ -55,19 +55,23 @@ def parse_details(text: str) -> dict[str, Any]:
 
 
 def _text(row: Mapping[str, Any], name: str) -> str:
-    if name not in row:
-        raise UnreadableRow(f"{name}: column missing")
-    value = row[name]
-    if value is None:
-        raise UnreadableRow(f"{name}: NULL")
-    if isinstance(value, bytes | bytearray | memoryview):
+    try:
+        value = row[name]
+    except KeyError:
+        raise UnreadableRow(f"{name}: column missing") from None
+    kind = type(value)  # exact types first: this runs for every column of every row
+    if kind is str:
+        return value  # type: ignore[no-any-return]
+    if kind is bytes or isinstance(value, bytes | bytearray | memoryview):
         try:
             return bytes(value).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise UnreadableRow(f"{name}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    if not isinstance(value, str):
-        raise UnreadableRow(f"{name}: {type(value).__name__}, not text")
-    return value
+    if value is None:
+        raise UnreadableRow(f"{name}: NULL")
+    if isinstance(value, str):
+        return value
+    raise UnreadableRow(f"{name}: {type(value).__name__}, not text")
 
 
 def row_seq(row: Mapping[str, Any]) -> int | None:
