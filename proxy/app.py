@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from control.audit import AuditLog, keyring_from_env
 from control.audit.keys import describe
@@ -241,9 +242,25 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 def create_data_app(state: ProxyState) -> web.Application:
     """The data plane: one catch-all handler; ``client_max_size`` is enforced per route."""
-    app = web.Application(client_max_size=1 << 62, handler_args={"max_field_size": 16384})
+    handler = ProxyHandler(state)
+    app = web.Application(client_max_size=1 << 62, handler_args={"max_field_size": 16384},
+                          middlewares=[_unrouted(handler)])
     app[STATE] = state
     app.cleanup_ctx.append(_lifecycle)
-    app.router.add_route("*", "/{tail:.*}", ProxyHandler(state))
+    app.router.add_route("*", "/{tail:.*}", handler)
     return app
+
+
+def _unrouted(proxy_handler: ProxyHandler) -> Middleware:
+    """aiohttp's router only routes paths starting with ``/``: an absolute-form target with
+    an empty path (``http://host``) and ``OPTIONS *`` reach the proxy handler through this,
+    which judges every target itself (:mod:`proxy.target`)."""
+
+    @web.middleware
+    async def unrouted(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.match_info.http_exception is not None:
+            return await proxy_handler(request)
+        return await handler(request)
+
+    return unrouted
 
