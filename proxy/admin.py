@@ -140,7 +140,10 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             return _json_error(NotFoundError(f"no such path {request.path}"), request_id)
         error = ApiError(exc.reason)
         error.status = exc.status
-        return _json_error(error, request_id)
+        response = _json_error(error, request_id)
+        if "Allow" in exc.headers:  # a 405 says which methods the path takes (RFC 9110)
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
 
 
 async def _violations_loop(app: web.Application) -> AsyncIterator[None]:
@@ -190,6 +193,6 @@ def create_admin_app(state: ProxyState, tokens: TokenTable | None,
     app[ALL_ROUTES] = table
     specs: dict[AbstractRoute, ApiRoute] = {}
     for spec in table:
-        specs[app.router.add_route(spec.method, spec.path, spec.handler)] = spec
+        specs[app.router.add_route(spec.method, spec.path, spec.serve)] = spec
     app[SPECS] = specs
     return app

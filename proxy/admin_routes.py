@@ -3,12 +3,14 @@ reload (contract §7)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from control.api import ApiRoute, actor_of, parse_body, read_json
+from control.api import ApiRoute, actor_of
+from control.api.fields import Body, Name, RoutePath
+from control.api.inputs import body_of, path_of
 from control.auth import Role
 from proxy.app import STATE
 from proxy.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
@@ -17,9 +19,42 @@ from proxy.rollout.machine import ACTIVE, RolloutState
 from proxy.runtime import RouteRuntime
 
 
-class WeightsBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    weights: dict[str, float] = Field(min_length=1)
+class WeightsBody(Body):
+    weights: dict[Name, Annotated[float, Field(ge=0, lt=1e9, allow_inf_nan=False)]] = Field(
+        min_length=1, description="variant -> weight; variants left out get 0")
+
+
+class HealthOut(BaseModel):
+    status: str
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    problems: list[str]
+
+
+class RouteOut(BaseModel):
+    """:func:`route_doc`."""
+
+    name: str
+    match: dict[str, Any]
+    variants: dict[str, str]
+    split: dict[str, Any]
+    weights: dict[str, float]
+    weights_source: str
+    in_flight: int
+    rollout: dict[str, Any] | None
+    shadow: dict[str, Any] | None
+    experiment: dict[str, Any] | None
+
+
+class RoutesOut(BaseModel):
+    routes: list[RouteOut]
+
+
+class ReloadOut(BaseModel):
+    reloaded: bool
+    routes: list[str]
 
 
 def route_doc(rr: RouteRuntime, rollout: RolloutState | None = None) -> dict[str, Any]:
@@ -50,7 +85,7 @@ def _shadow_summary(rr: RouteRuntime) -> dict[str, Any] | None:
 
 
 def _route(request: web.Request) -> RouteRuntime:
-    name = request.match_info["route"]
+    name = path_of(request, RoutePath).route
     rr = request.app[STATE].current.routes.get(name)
     if rr is None:
         raise NotFoundError(f"no route named {name!r}")
@@ -107,7 +142,7 @@ async def shadow_report(request: web.Request) -> web.Response:
 
 async def put_weights(request: web.Request) -> web.Response:
     rr = _route(request)
-    body = parse_body(WeightsBody, await read_json(request))
+    body = body_of(request, WeightsBody)
     active = _rollouts(request).get(rr.config.name)
     if active is not None and active.status in ACTIVE:
         raise ConflictError(f"a rollout is {active.status} on {rr.config.name!r}; pause, "
@@ -128,22 +163,27 @@ async def post_reload(request: web.Request) -> web.Response:
 
 
 ROUTES: tuple[ApiRoute, ...] = (
-    ApiRoute("GET", "/healthz", healthz, "Liveness", tag="health"),
-    ApiRoute("GET", "/readyz", readyz, "Readiness: state store and backends reachable",
-             tag="health"),
+    ApiRoute("GET", "/healthz", healthz, "Liveness", tag="health", response=HealthOut),
+    ApiRoute("GET", "/readyz", readyz, "Readiness: state store and backends reachable "
+             "(503 and the problems when not ready)", tag="health", response=ReadyOut,
+             success=(200, 503)),
     ApiRoute("GET", "/metrics", metrics, "Prometheus metrics", tag="health",
              content_type="text/plain"),
     ApiRoute("GET", "/api/v1/routes", list_routes,
              "Routes with live weights, rollout, shadow and experiment summaries",
-             role=Role.VIEWER),
-    ApiRoute("GET", "/api/v1/routes/{route}", get_route, "One route", role=Role.VIEWER),
+             role=Role.VIEWER, response=RoutesOut),
+    ApiRoute("GET", "/api/v1/routes/{route}", get_route, "One route", role=Role.VIEWER,
+             params=RoutePath, response=RouteOut),
     ApiRoute("PUT", "/api/v1/routes/{route}/weights", put_weights,
              "Set a route's weights (persisted, audited as weights.changed)",
-             role=Role.OPERATOR, body=WeightsBody),
+             role=Role.OPERATOR, params=RoutePath, body=WeightsBody, response=RouteOut,
+             errors=(409,),
+             semantic=(("weights", "names the route's variants, not all zero"),)),
     ApiRoute("GET", "/api/v1/routes/{route}/shadow", shadow_report,
              "Shadow report: counts, agreement with a Wilson interval, paired latency",
-             role=Role.VIEWER),
+             role=Role.VIEWER, params=RoutePath),
     ApiRoute("POST", "/api/v1/reload", post_reload,
              "Reload the config file; an invalid file is refused and the old one kept",
-             role=Role.OPERATOR),
+             role=Role.OPERATOR, response=ReloadOut,
+             semantic=(("config", "the config file on disk is valid (else nothing changes)"),)),
 )

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from control import strict_json
 from control.auth import Principal, Role
@@ -30,22 +30,27 @@ DEFAULT_MAX_BODY = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
-class QueryParam:
-    name: str
-    description: str
-    required: bool = False
-    type: str = "string"  # an OpenAPI scalar type
-
-
-@dataclass(frozen=True, slots=True)
 class ApiRoute:
     """One admin API operation.
 
     ``role`` None means public (no token needed, e.g. ``/healthz``); ``any_user`` means any
-    authenticated caller. ``body`` and ``response`` are pydantic models, used for the
-    OpenAPI schemas (and by handlers to validate input). ``max_body`` caps the request
-    body: the admin middleware answers 413 when Content-Length is over it, and
-    :func:`read_json` stops reading a chunked body once past it."""
+    authenticated caller. ``max_body`` caps the request body: the admin middleware answers
+    413 when Content-Length is over it, and :func:`read_json` stops reading a chunked body
+    once past it.
+
+    Inputs are pydantic models (:mod:`control.api.fields`): ``params`` for the path
+    parameters, ``query`` for the query string, ``body`` for a JSON body (optional when
+    none of its fields is required). The app registers :meth:`serve`, which validates all
+    three before the handler runs (a 422 naming the first bad field); the handler reads the
+    results with :func:`control.api.inputs.path_of` / ``query_of`` / ``body_of``, and
+    :mod:`control.api.openapi` describes the same models, so the document and the
+    validation cannot drift. ``upload`` names the media type of a raw body instead.
+
+    ``response`` is the type of the JSON answer (a model, or e.g. ``list[Model]``),
+    ``success`` its status codes and ``errors`` the statuses the operation answers beyond
+    those every operation may (401/403 with a role, 404 with path parameters, 400/413/422
+    with input). ``semantic`` lists ``(field, rule)`` pairs for 422s no schema can state
+    (cross-field rules, references to other resources); the document names them."""
 
     method: str
     path: str
@@ -55,10 +60,22 @@ class ApiRoute:
     any_user: bool = False
     tag: str = "routes"
     body: type[BaseModel] | None = None
-    response: type[BaseModel] | None = None
-    query: tuple[QueryParam, ...] = ()
+    response: Any = None
+    params: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
     content_type: str = "application/json"
     max_body: int = DEFAULT_MAX_BODY  # bytes; checked against Content-Length before reading
+    success: tuple[int, ...] = (200,)
+    errors: tuple[int, ...] = ()
+    semantic: tuple[tuple[str, str], ...] = ()
+    upload: str | None = None
+
+    async def serve(self, request: web.Request) -> web.StreamResponse:
+        """Validate the declared inputs, then run the handler (the registered endpoint)."""
+        from control.api.inputs import validate_inputs
+
+        await validate_inputs(self, request)
+        return await self.handler(request)
 
 
 #: The admin app's registered routes and the operation each serves.
@@ -123,9 +140,6 @@ async def read_json(request: web.Request) -> dict[str, Any]:
 
 def parse_body(model: type[M], data: dict[str, Any]) -> M:
     """Validate a JSON body with a pydantic model; a 422 naming the first bad field."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in err["loc"]) or "body"
-        raise InvalidInputError(f"{field}: {err['msg']}", field=field) from None
+    from control.api.inputs import validate
+
+    return validate(model, data)

@@ -1,6 +1,6 @@
 """Admin API operations on the audit log and the compliance report (contract §7, §12).
 
-- ``GET /api/v1/audit``: events matching ``type`` (a prefix: ``rollout.`` is the family),
+- ``GET /api/v1/audit``: events matching ``type`` (a type, or a family: ``rollout.``),
   ``actor``, ``resource``, ``severity``, ``since`` (inclusive) and ``until`` (exclusive,
   RFC 3339), oldest first (``order=desc``: newest first). Keyset pagination on ``seq``:
   ``limit`` (1..1000, default 100) events and ``next_cursor``; pass it back as ``cursor``
@@ -17,7 +17,8 @@ report then covers the log up to the event before it (``max_seq``), so what was 
 out is exactly the log as it stood when the access was recorded. Queries and verification
 are not audited: they are how the log is browsed and checked, and auditing every page
 would flood the log with its own reads. Unknown or repeated query parameters are 422s
-naming the parameter, as are bad values.
+naming the parameter (:mod:`control.api.inputs`), as are values the query models below
+refuse — the same models the OpenAPI document publishes.
 """
 
 from __future__ import annotations
@@ -25,32 +26,35 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
-from control.api import ApiRoute, QueryParam, actor_of
+from control.api import ApiRoute, actor_of
+from control.api.fields import DIGITS, FilterText, Params, Pattern, Time, one_of
+from control.api.inputs import query_of
 from control.audit import (
     AuditEvent,
     AuditFilters,
     EventType,
     ExportFormat,
-    check_known,
+    Severity,
     format_ts,
-    parse_filters,
-    parse_page,
-    parse_rfc3339,
 )
 from control.auth import Role
 from control.compliance import compliance_report
 from control.store import Store
 from proxy.app import STATE
-from proxy.errors import InvalidInputError, StoreError
+from proxy.errors import StoreError
 
 log = logging.getLogger("splitway.audit")
 
-FILTERS = ("type", "actor", "resource", "severity", "since", "until")
+#: What ``type`` takes: an event type, or a family with or without its dot (``rollout.``).
+TYPE_FILTERS = tuple(sorted({t.value for t in EventType}
+                            | {t.value.partition(".")[0] + dot for t in EventType
+                               for dot in ("", ".")}))
 MEDIA_TYPES = {
     ExportFormat.JSON: "application/json",
     ExportFormat.JSONL: "application/x-ndjson",
@@ -103,7 +107,7 @@ class VerifyBody(BaseModel):
     ok: bool
     checked: int
     first_bad_event: str | None
-    reason: str | None = None  # why the first bad event is bad
+    reason: str | None = Field(None, description="why the first bad event is bad")
 
 
 class ComplianceBody(BaseModel):
@@ -120,6 +124,67 @@ class ComplianceBody(BaseModel):
     security_violations: list[dict[str, Any]]
 
 
+class PeriodQuery(Params):
+    """``since`` (inclusive) and ``until`` (exclusive), RFC 3339 with an offset."""
+
+    since: Time | None = Field(None, description="RFC 3339 time, inclusive")
+    until: Time | None = Field(None, description="RFC 3339 time, exclusive; after since")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PeriodQuery:
+        if self.since is not None and self.until is not None and self.until <= self.since:
+            raise PydanticCustomError("period", "must be later than since", {"field": "until"})
+        return self
+
+
+class FilterQuery(PeriodQuery):
+    type: Annotated[str, one_of(TYPE_FILTERS)] | None = Field(
+        None, description="an event type, or a family: rollout. (or rollout) matches "
+                          "every rollout.* type")
+    actor: FilterText | None = Field(None, description="who caused the event (a user)")
+    resource: FilterText | None = Field(
+        None, description="exact resource, e.g. route/sentiment or model/m@1.0.0")
+    severity: Severity | None = None
+
+
+Cursor = Annotated[str, Pattern(r"^[0-9]{1,18}$", "is not a cursor this API returned")]
+
+
+class PageQuery(FilterQuery):
+    limit: Annotated[int, Field(ge=1, le=1000), DIGITS] = Field(
+        100, description="events per page")
+    cursor: Cursor | None = Field(
+        None, description="next_cursor of the previous page (same filters)")
+    order: Literal["asc", "desc"] = Field("asc", description="asc: oldest first")
+
+
+class ExportQuery(FilterQuery):
+    format: ExportFormat = ExportFormat.JSON
+
+
+class VerifyQuery(Params):
+    """No parameters: any is refused."""
+
+
+def _filters(q: PeriodQuery) -> AuditFilters:
+    """The store's filters for a validated query."""
+    f: AuditFilters = {}
+    if isinstance(q, FilterQuery):
+        if q.type is not None:  # a family without its dot still means the family
+            f["type"] = q.type if "." in q.type else q.type + "."
+        if q.actor is not None:
+            f["actor"] = q.actor
+        if q.resource is not None:
+            f["resource"] = q.resource
+        if q.severity is not None:
+            f["severity"] = q.severity
+    if q.since is not None:
+        f["since"] = q.since
+    if q.until is not None:
+        f["until"] = q.until
+    return f
+
+
 def _store(request: web.Request) -> Store:
     store = request.app[STATE].store
     if store is None:
@@ -127,21 +192,8 @@ def _store(request: web.Request) -> Store:
     return store
 
 
-def _params(request: web.Request, allowed: tuple[str, ...]) -> dict[str, str]:
-    """The query string as a dict; unknown or repeated parameters are 422s."""
-    check_known(request.query, allowed)
-    for name in request.query:
-        if len(request.query.getall(name)) > 1:
-            raise InvalidInputError(f"{name}: given more than once", field=name)
-    return dict(request.query)
-
-
 def _filters_json(filters: Mapping[str, Any]) -> dict[str, str]:
     return {k: format_ts(v) if isinstance(v, datetime) else str(v) for k, v in filters.items()}
-
-
-def _time(value: datetime | str | None) -> datetime | None:
-    return value if value is None or isinstance(value, datetime) else parse_rfc3339(value, "")
 
 
 async def _record_access(request: web.Request, resource: str, details: dict[str, Any]) -> int:
@@ -153,18 +205,17 @@ async def _record_access(request: web.Request, resource: str, details: dict[str,
 
 
 async def list_events(request: web.Request) -> web.Response:
-    params = _params(request, (*FILTERS, "limit", "cursor", "order"))
-    filters, page = parse_filters(params), parse_page(params)
+    q = query_of(request, PageQuery)
     events = await _store(request).audit.read(  # unreadable rows too, shown as stored
-        limit=page.limit + 1, after=page.after, newest_first=page.newest_first, **filters)
-    more = len(events) > page.limit
-    events = events[: page.limit]
+        limit=q.limit + 1, after=None if q.cursor is None else int(q.cursor),
+        newest_first=q.order == "desc", **_filters(q))
+    more = len(events) > q.limit
+    events = events[: q.limit]
     return web.json_response({"events": [e.to_dict() for e in events],
                               "next_cursor": str(events[-1].seq) if more else None})
 
 
 async def verify(request: web.Request) -> web.Response:
-    _params(request, ())
     result = await _store(request).audit.verify()
     if not result.ok:
         log.warning("audit chain broken at %s: %s", result.first_bad_event, result.reason)
@@ -172,13 +223,8 @@ async def verify(request: web.Request) -> web.Response:
 
 
 async def export(request: web.Request) -> web.StreamResponse:
-    params = _params(request, (*FILTERS, "format"))
-    try:
-        fmt = ExportFormat(params.get("format", "json"))
-    except ValueError:
-        raise InvalidInputError("format: must be one of json, jsonl, yaml, csv",
-                                field="format") from None
-    filters = parse_filters(params)
+    q = query_of(request, ExportQuery)
+    fmt, filters = q.format, _filters(q)
     store = _store(request)
     filters["max_seq"] = await _record_access(request, "audit", {
         "what": "audit export", "format": str(fmt), "filters": _filters_json(filters)})
@@ -215,8 +261,8 @@ async def _stream(resp: web.StreamResponse, store: Store, fmt: ExportFormat,
 
 
 async def compliance(request: web.Request) -> web.Response:
-    params = _params(request, ("since", "until"))
-    period = parse_filters(params)
+    q = query_of(request, PeriodQuery)
+    period = _filters(q)
     store = _store(request)
     max_seq = await _record_access(request, "report/compliance", {
         "what": "compliance report", "filters": _filters_json(period)})
@@ -229,41 +275,25 @@ async def compliance(request: web.Request) -> web.Response:
     if "until" in period:
         approvals["until"] = period["until"]
     events += [e async for e in store.audit.iter_events(**approvals)]
-    report = compliance_report(events, verification, _time(period.get("since")),
-                               _time(period.get("until")))
+    report = compliance_report(events, verification, q.since, q.until)
     return web.json_response(report.to_json())
-
-
-def _filter_params(*extra: QueryParam) -> tuple[QueryParam, ...]:
-    return (
-        QueryParam("type", "event type or family prefix, e.g. rollout. or weights.changed"),
-        QueryParam("actor", "who caused the event (a token's user)"),
-        QueryParam("resource", "exact resource, e.g. route/sentiment or model/m@1.0.0"),
-        QueryParam("severity", "info, warning or critical"),
-        QueryParam("since", "RFC 3339 time, inclusive"),
-        QueryParam("until", "RFC 3339 time, exclusive"),
-        *extra,
-    )
 
 
 ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("GET", "/api/v1/audit", list_events,
              "Query audit events (filters, keyset pagination on seq)", role=Role.VIEWER,
-             tag="audit", response=EventPage, query=_filter_params(
-                 QueryParam("limit", "events per page, 1..1000 (default 100)", type="integer"),
-                 QueryParam("cursor", "next_cursor of the previous page"),
-                 QueryParam("order", "asc (oldest first, default) or desc"))),
+             tag="audit", response=EventPage, query=PageQuery,
+             semantic=(("until", "later than since"),)),
     ApiRoute("GET", "/api/v1/audit/verify", verify,
              "Verify the audit hash chain; names the first bad event", role=Role.VIEWER,
-             tag="audit", response=VerifyBody),
+             tag="audit", response=VerifyBody, query=VerifyQuery),
     ApiRoute("GET", "/api/v1/audit/export", export,
-             "Export audit events as json, jsonl, yaml or csv (streamed; audited as "
-             "data.access)", role=Role.VIEWER, tag="audit",
-             content_type=", ".join(MEDIA_TYPES.values()), query=_filter_params(
-                 QueryParam("format", "json (default), jsonl, yaml or csv"))),
+             "Export audit events as json (an array), jsonl, yaml or csv (streamed; audited "
+             "as data.access)", role=Role.VIEWER, tag="audit", response=list[EventBody],
+             content_type=", ".join(MEDIA_TYPES.values()), query=ExportQuery,
+             semantic=(("until", "later than since"),)),
     ApiRoute("GET", "/api/v1/reports/compliance", compliance,
              "Compliance report for a period (audited as data.access)", role=Role.VIEWER,
-             tag="audit", response=ComplianceBody, query=(
-                 QueryParam("since", "RFC 3339 time, inclusive (default: the log's start)"),
-                 QueryParam("until", "RFC 3339 time, exclusive (default: now)"))),
+             tag="audit", response=ComplianceBody, query=PeriodQuery,
+             semantic=(("until", "later than since"),)),
 )

@@ -9,37 +9,49 @@ reload applies to pending requests.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from control.api import ApiRoute, QueryParam, parse_body, principal_of, read_json
-from control.api.registry import path_model, path_version
+from control.api import ApiRoute, principal_of
+from control.api.fields import DIGITS, NOT_BLANK, TEXT, Body, Name, Params, PromotionId
+from control.api.inputs import body_of, path_of, query_of
+from control.api.registry import VersionPath
 from control.approvals import Policy, PromotionState, Stage
 from control.auth import Principal, Role
 from control.promotion_record import Promotion
-from control.promotions import Promotions
-from control.versions import check_name
+from control.promotions import MAX_TEXT, Promotions
 from proxy.app import STATE
-from proxy.errors import InvalidInputError, StoreError, UnauthorizedError
+from proxy.errors import StoreError, UnauthorizedError
+
+Text = Annotated[str, Field(max_length=MAX_TEXT), TEXT]
+NonBlankText = Annotated[str, Field(max_length=MAX_TEXT), NOT_BLANK]
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class PromotionPath(Params):
+    id: PromotionId = Field(description="promotion id, prm-<12 hex>")
 
 
-class RequestBody(_Body):
-    stage: str = Field(description="staging, production or archived")
-    justification: str = Field(description="why; recorded in the audit log")
+class PromotionsQuery(Params):
+    state: PromotionState | None = Field(None, description="only promotions in this state")
+    model: Name | None = Field(None, description="only this model's promotions")
+    limit: Annotated[int, Field(ge=1, le=1000), DIGITS] = Field(
+        100, description="at most this many")
 
 
-class ReviewBody(_Body):
-    comment: str | None = None
+class RequestBody(Body):
+    stage: Literal["staging", "production", "archived"] = Field(description="target stage")
+    justification: NonBlankText = Field(
+        description="why; recorded in the audit log")
 
 
-class CommentBody(_Body):
-    comment: str
+class ReviewBody(Body):
+    comment: Text | None = Field(None, description="optional; blank counts as none")
+
+
+class CommentBody(Body):
+    comment: NonBlankText
 
 
 class ReviewOut(BaseModel):
@@ -92,73 +104,59 @@ def _caller(request: web.Request) -> Principal:
     return principal
 
 
-async def _optional_body(request: web.Request) -> dict[str, Any]:
-    return await read_json(request) if request.can_read_body else {}
-
-
 def _reply(service: Promotions, promotion: Promotion, status: int = 200) -> web.Response:
     return web.json_response(promotion.to_dict(service.policy), status=status)
 
 
 async def request_promotion(request: web.Request) -> web.Response:
-    model, version = path_model(request), path_version(request)
-    body = parse_body(RequestBody, await read_json(request))
+    p, body = path_of(request, VersionPath), body_of(request, RequestBody)
     service = _service(request)
-    created = await service.request(model, version, body.stage, body.justification,
+    created = await service.request(p.model, p.version, body.stage, body.justification,
                                     _caller(request))
     return _reply(service, created, 201)
 
 
 async def list_promotions(request: web.Request) -> web.Response:
-    state_text, model = request.query.get("state") or None, request.query.get("model") or None
-    try:
-        state = PromotionState(state_text) if state_text else None
-    except ValueError:
-        raise InvalidInputError(f"{state_text!r} is not a state: use "
-                                + ", ".join(PromotionState), field="state") from None
-    if model is not None:
-        check_name(model, "model")
-    try:
-        limit = int(request.query.get("limit", "100"))
-    except ValueError:
-        limit = 0
-    if not 1 <= limit <= 1000:
-        raise InvalidInputError("limit must be 1..1000", field="limit")
+    q = query_of(request, PromotionsQuery)
     service = _service(request)
-    found = await service.query(state=state, model=model, limit=limit)
+    found = await service.query(state=q.state, model=q.model, limit=q.limit)
     return web.json_response(
         {"promotions": [p.to_dict(service.policy, thread=False) for p in found]})
 
 
+def _id(request: web.Request) -> str:
+    return path_of(request, PromotionPath).id
+
+
 async def get_promotion(request: web.Request) -> web.Response:
     service = _service(request)
-    return _reply(service, await service.get(request.match_info["id"]))
+    return _reply(service, await service.get(_id(request)))
 
 
 async def approve(request: web.Request) -> web.Response:
-    body = parse_body(ReviewBody, await _optional_body(request))
+    body = body_of(request, ReviewBody)
     service = _service(request)
-    done = await service.approve(request.match_info["id"], _caller(request), body.comment)
+    done = await service.approve(_id(request), _caller(request), body.comment)
     return _reply(service, done)
 
 
 async def reject(request: web.Request) -> web.Response:
-    body = parse_body(ReviewBody, await _optional_body(request))
+    body = body_of(request, ReviewBody)
     service = _service(request)
-    done = await service.reject(request.match_info["id"], _caller(request), body.comment)
+    done = await service.reject(_id(request), _caller(request), body.comment)
     return _reply(service, done)
 
 
 async def comment(request: web.Request) -> web.Response:
-    body = parse_body(CommentBody, await read_json(request))
+    body = body_of(request, CommentBody)
     service = _service(request)
-    done = await service.comment(request.match_info["id"], _caller(request).user, body.comment)
+    done = await service.comment(_id(request), _caller(request).user, body.comment)
     return _reply(service, done)
 
 
 async def cancel(request: web.Request) -> web.Response:
     service = _service(request)
-    return _reply(service, await service.cancel(request.match_info["id"], _caller(request)))
+    return _reply(service, await service.cancel(_id(request), _caller(request)))
 
 
 _P = "/api/v1/promotions/{id}"
@@ -167,22 +165,24 @@ ROUTES: tuple[ApiRoute, ...] = (
              request_promotion,
              "Request a promotion to a stage, with a justification (applied at once when "
              "the stage needs no approval)", role=Role.OPERATOR, tag="promotions",
-             body=RequestBody, response=PromotionOut),
+             params=VersionPath, body=RequestBody, response=PromotionOut, success=(201,),
+             errors=(409,)),
     ApiRoute("GET", "/api/v1/promotions", list_promotions, "Promotions, newest first",
              role=Role.VIEWER, tag="promotions", response=PromotionsOut,
-             query=(QueryParam("state", "pending, approved, rejected or cancelled"),
-                    QueryParam("model", "only this model's promotions"),
-                    QueryParam("limit", "at most this many (1..1000, default 100)",
-                               type="integer"))),
+             query=PromotionsQuery),
     ApiRoute("GET", _P, get_promotion, "One promotion with its reviews and comments",
-             role=Role.VIEWER, tag="promotions", response=PromotionOut),
+             role=Role.VIEWER, tag="promotions", params=PromotionPath, response=PromotionOut),
     ApiRoute("POST", f"{_P}/approve", approve,
              "Approve (not your own request; once per approver); on quorum the stage changes",
-             role=Role.APPROVER, tag="promotions", body=ReviewBody, response=PromotionOut),
+             role=Role.APPROVER, tag="promotions", params=PromotionPath, body=ReviewBody,
+             response=PromotionOut, errors=(409,)),
     ApiRoute("POST", f"{_P}/reject", reject, "Reject: ends the request",
-             role=Role.APPROVER, tag="promotions", body=ReviewBody, response=PromotionOut),
+             role=Role.APPROVER, tag="promotions", params=PromotionPath, body=ReviewBody,
+             response=PromotionOut, errors=(409,)),
     ApiRoute("POST", f"{_P}/comment", comment, "Comment on a promotion (any user)",
-             any_user=True, tag="promotions", body=CommentBody, response=PromotionOut),
+             any_user=True, tag="promotions", params=PromotionPath, body=CommentBody,
+             response=PromotionOut),
     ApiRoute("POST", f"{_P}/cancel", cancel, "Cancel a pending request (its requester only)",
-             role=Role.OPERATOR, tag="promotions", response=PromotionOut),
+             role=Role.OPERATOR, tag="promotions", params=PromotionPath,
+             response=PromotionOut, errors=(409,)),
 )

@@ -13,45 +13,95 @@ digest and size of what was registered.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from control.api import ApiRoute, QueryParam, actor_of, parse_body, read_json
+from control.api import ApiRoute, actor_of
+from control.api.fields import (
+    TEXT,
+    Body,
+    Commit,
+    DatasetDigest,
+    Float,
+    MetricName,
+    Name,
+    Params,
+    SemVer,
+    Sha256,
+    Uri,
+    check_exactly_one,
+    exactly_one,
+)
+from control.api.inputs import body_of, path_of, query_of
 from control.approvals import Stage
 from control.artifacts import MAX_ARTIFACT_BYTES, ArtifactHasher, get_artifact, put_artifact
 from control.auth import Role
 from control.gate import may_serve
-from control.model_version import ArtifactRef, Lineage, NewVersion
+from control.model_version import MAX_DESCRIPTION, ArtifactRef, Lineage, NewVersion
 from control.registry import Registry
-from control.versions import check_name, check_version
 from proxy.app import STATE
-from proxy.errors import BodyTooLargeError, InvalidInputError, StoreError
+from proxy.errors import BodyTooLargeError, StoreError
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class ModelPath(Params):
+    model: Name = Field(description="model name")
 
 
-class LineageBody(_Body):
-    parent: str | None = Field(None, description="parent version of the same model")
-    commit: str | None = Field(None, description="source commit (hex)")
-    dataset_digest: str | None = Field(None, description="training data digest")
+class VersionPath(ModelPath):
+    version: SemVer = Field(description="SemVer 2.0 version")
 
 
-class ArtifactBody(_Body):
-    uri: str | None = Field(None, description="where the artifact lives, e.g. s3://b/k")
-    sha256: str | None = Field(None, description="digest of an artifact uploaded before")
+class ArtifactPath(Params):
+    sha256: Sha256 = Field(description="the artifact's SHA-256")
 
 
-class RegisterBody(_Body):
-    version: str = Field(description="SemVer 2.0")
-    backend: str = Field(description="the config backend that serves this version")
-    description: str = ""
-    metrics: dict[str, float] = {}
-    params: dict[str, Any] = {}
-    tags: list[str] = []
+class VersionsQuery(Params):
+    stage: Stage | None = Field(None, description="only versions in this stage")
+    tag: Name | None = Field(None, description="only versions with this tag")
+
+
+class LatestQuery(Params):
+    stage: Stage | None = Field(None, description="only this stage")
+
+
+class CompareQuery(Params):
+    a: SemVer = Field(description="version A")
+    b: SemVer = Field(description="version B (diff = b - a)")
+
+
+class GateQuery(Params):
+    stage: Literal["development", "staging", "production"] = Field(
+        "production", description="the stage the route requires")
+
+
+class LineageBody(Body):
+    parent: SemVer | None = Field(None, description="parent version of the same model")
+    commit: Commit | None = Field(None, description="source commit (hex)")
+    dataset_digest: DatasetDigest | None = Field(None, description="training data digest")
+
+
+class ArtifactBody(Body):
+    """Exactly one of ``uri`` and ``sha256``."""
+
+    model_config = ConfigDict(json_schema_extra=exactly_one("uri", "sha256"))
+    uri: Uri | None = Field(None, description="where the artifact lives, e.g. s3://b/k")
+    sha256: Sha256 | None = Field(None, description="digest of an artifact uploaded before")
+
+    @model_validator(mode="after")
+    def _one(self) -> ArtifactBody:
+        check_exactly_one(self, "uri", "sha256")
+        return self
+
+
+class RegisterBody(Body):
+    version: SemVer = Field(description="SemVer 2.0")
+    backend: Name = Field(description="the config backend that serves this version")
+    description: Annotated[str, Field(max_length=MAX_DESCRIPTION), TEXT] = ""
+    metrics: dict[MetricName, Float] = {}
+    params: dict[str, Any] = Field({}, description="any JSON, at most 64 KiB")
+    tags: list[Name] = []
     lineage: LineageBody = LineageBody()
     artifact: ArtifactBody | None = None
 
@@ -125,28 +175,6 @@ class UploadOut(BaseModel):
     created: bool
 
 
-def path_model(request: web.Request) -> str:
-    """The ``{model}`` path segment, checked (422 ``model``)."""
-    return check_name(request.match_info["model"], "model")
-
-
-def path_version(request: web.Request) -> str:
-    """The ``{version}`` path segment, checked (422 ``version``)."""
-    return check_version(request.match_info["version"], "version")
-
-
-def query_stage(request: web.Request, name: str = "stage") -> Stage | None:
-    """The stage named by a query parameter (``None`` when absent; 422 when unknown)."""
-    value = request.query.get(name)
-    if value is None or value == "":
-        return None
-    try:
-        return Stage(value)
-    except ValueError:
-        raise InvalidInputError(f"{value!r} is not a stage: use "
-                                + ", ".join(Stage), field=name) from None
-
-
 def _registry(request: web.Request) -> Registry:
     store = request.app[STATE].store
     if store is None:  # pragma: no cover - the store opens before the admin app serves
@@ -155,8 +183,8 @@ def _registry(request: web.Request) -> Registry:
 
 
 async def register_version(request: web.Request) -> web.Response:
-    model = path_model(request)
-    body = parse_body(RegisterBody, await read_json(request))
+    model = path_of(request, ModelPath).model
+    body = body_of(request, RegisterBody)
     art = None
     if body.artifact is not None:
         art = ArtifactRef(uri=body.artifact.uri, sha256=body.artifact.sha256)
@@ -173,20 +201,18 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def list_versions(request: web.Request) -> web.Response:
-    model = path_model(request)
-    tag = request.query.get("tag") or None
-    versions = await _registry(request).list_versions(model, stage=query_stage(request),
-                                                      tag=tag)
+    model, q = path_of(request, ModelPath).model, query_of(request, VersionsQuery)
+    versions = await _registry(request).list_versions(model, stage=q.stage, tag=q.tag)
     return web.json_response({"model": model, "versions": [v.to_dict() for v in versions]})
 
 
 async def get_version(request: web.Request) -> web.Response:
-    model, version = path_model(request), path_version(request)
-    return web.json_response((await _registry(request).get(model, version)).to_dict())
+    p = path_of(request, VersionPath)
+    return web.json_response((await _registry(request).get(p.model, p.version)).to_dict())
 
 
 async def latest(request: web.Request) -> web.Response:
-    model, stage = path_model(request), query_stage(request)
+    model, stage = path_of(request, ModelPath).model, query_of(request, LatestQuery).stage
     found = await _registry(request).latest(model)
     return web.json_response({"model": model, "latest": {
         str(s): v.to_dict() if v else None for s, v in found.items()
@@ -194,16 +220,14 @@ async def latest(request: web.Request) -> web.Response:
 
 
 async def compare(request: web.Request) -> web.Response:
-    model = path_model(request)
-    a, b = (check_version(request.query.get(k, ""), k) for k in ("a", "b"))
-    return web.json_response(await _registry(request).compare(model, a, b))
+    model, q = path_of(request, ModelPath).model, query_of(request, CompareQuery)
+    return web.json_response(await _registry(request).compare(model, q.a, q.b))
 
 
 async def gate(request: web.Request) -> web.Response:
-    model, version = path_model(request), path_version(request)
-    required = request.query.get("stage", "production")
-    decision = await may_serve(_registry(request).store, model, version, required)
-    return web.json_response({"model": model, "version": version,
+    p, required = path_of(request, VersionPath), query_of(request, GateQuery).stage
+    decision = await may_serve(_registry(request).store, p.model, p.version, required)
+    return web.json_response({"model": p.model, "version": p.version,
                               "required_stage": required, **decision.to_dict()})
 
 
@@ -219,39 +243,43 @@ async def upload_artifact(request: web.Request) -> web.Response:
 
 
 async def download_artifact(request: web.Request) -> web.Response:
-    data = await get_artifact(_registry(request).store, request.match_info["sha256"])
+    data = await get_artifact(_registry(request).store, path_of(request, ArtifactPath).sha256)
     return web.Response(body=data, content_type="application/octet-stream")
 
 
 _M = "/api/v1/models/{model}"
-_STAGE_Q = QueryParam("stage", "development, staging, production or archived")
 ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("GET", "/api/v1/models", list_models, "Registered models",
              role=Role.VIEWER, tag="registry", response=ModelsOut),
     ApiRoute("POST", f"{_M}/versions", register_version,
              "Register a model version (stage development); 409 if it exists",
-             role=Role.OPERATOR, tag="registry", body=RegisterBody, response=VersionOut),
+             role=Role.OPERATOR, tag="registry", params=ModelPath, body=RegisterBody,
+             response=VersionOut, success=(201,), errors=(409,), semantic=(
+                 ("lineage.parent", "names a registered version of this model, other than "
+                                    "the version itself"),
+                 ("artifact.sha256", "names an artifact uploaded before"),
+                 ("params", "at most 64 KiB as JSON"))),
     ApiRoute("GET", f"{_M}/versions", list_versions,
              "A model's versions, newest (SemVer precedence) first", role=Role.VIEWER,
-             tag="registry", response=VersionsOut,
-             query=(_STAGE_Q, QueryParam("tag", "only versions with this tag"))),
+             tag="registry", response=VersionsOut, params=ModelPath, query=VersionsQuery),
     ApiRoute("GET", f"{_M}/versions/{{version}}", get_version, "One model version",
-             role=Role.VIEWER, tag="registry", response=VersionOut),
+             role=Role.VIEWER, tag="registry", response=VersionOut, params=VersionPath),
     ApiRoute("GET", f"{_M}/latest", latest, "The newest version in each stage (or one)",
-             role=Role.VIEWER, tag="registry", response=LatestOut, query=(_STAGE_Q,)),
+             role=Role.VIEWER, tag="registry", response=LatestOut, params=ModelPath,
+             query=LatestQuery),
     ApiRoute("GET", f"{_M}/compare", compare, "Metric differences between two versions",
-             role=Role.VIEWER, tag="registry", response=CompareOut,
-             query=(QueryParam("a", "version A", required=True),
-                    QueryParam("b", "version B (diff = b - a)", required=True))),
+             role=Role.VIEWER, tag="registry", response=CompareOut, params=ModelPath,
+             query=CompareQuery),
     ApiRoute("GET", f"{_M}/versions/{{version}}/gate", gate,
              "May this version take traffic on a route that requires a stage?",
-             role=Role.VIEWER, tag="registry", response=GateOut,
-             query=(QueryParam("stage", "required stage (default production)"),)),
+             role=Role.VIEWER, tag="registry", response=GateOut, params=VersionPath,
+             query=GateQuery),
     ApiRoute("POST", "/api/v1/artifacts", upload_artifact,
              "Upload an artifact (raw body, at most 64 MiB); content-addressed by SHA-256",
              role=Role.OPERATOR, tag="registry", response=UploadOut,
-             max_body=MAX_ARTIFACT_BYTES),
+             max_body=MAX_ARTIFACT_BYTES, upload="application/octet-stream",
+             success=(200, 201)),
     ApiRoute("GET", "/api/v1/artifacts/{sha256}", download_artifact,
              "Download an uploaded artifact", role=Role.VIEWER, tag="registry",
-             content_type="application/octet-stream"),
+             params=ArtifactPath, content_type="application/octet-stream"),
 )

@@ -13,9 +13,11 @@ import uuid
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from control.api import ApiRoute, actor_of, parse_body, read_json
+from control.api import ApiRoute, actor_of
+from control.api.fields import Body, Name, RoutePath, VersionRef
+from control.api.inputs import body_of, path_of
 from control.auth import Role
 from proxy.app import STATE, ProxyState
 from proxy.errors import ConflictError, InvalidInputError, NotFoundError
@@ -25,19 +27,41 @@ from proxy.rollout.registry_link import resolve_version
 from proxy.runtime import RouteRuntime
 
 
-class StartBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    candidate: str | None = None
-    version: str | None = Field(default=None, description="MODEL@SEMVER from the registry")
+class StartBody(Body):
+    candidate: Name | None = Field(None, description="variant (default: the policy's)")
+    version: VersionRef | None = Field(None, description="MODEL@SEMVER from the registry")
     strategy: Literal["canary", "blue_green", "rolling"] | None = None
-    force: bool = False
-    justification: str | None = None
+    force: bool = Field(False, description="start a quarantined candidate again")
+    justification: str | None = Field(None, description="why (needed with force)")
 
 
-class GateBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class GatePath(RoutePath):
+    action: Literal["pause", "resume", "promote", "rollback", "abort"]
+
+
+class GateBody(Body):
     reason: str | None = None
-    to_end: bool = False
+    to_end: bool = Field(False, description="promote: straight to the last step")
+
+
+class RolloutOut(BaseModel):
+    """A rollout's state (:meth:`proxy.rollout.machine.RolloutState.document`)."""
+
+    route: str
+    id: str
+    strategy: str
+    state: m.Status
+    baseline: str
+    candidate: str
+    step: int
+    steps: list[float | str]
+    weights: dict[str, float]
+    reason: str | None
+    version: str | None
+    candidate_backend: str | None
+    failed_checks: int
+    started_at: str
+    analyses: list[dict[str, Any]]
 
 
 def _controller(request: web.Request) -> tuple[ProxyState, RolloutController]:
@@ -105,15 +129,15 @@ async def begin_rollout(state: ProxyState, route: str, body: StartBody, actor: s
 
 
 async def start_rollout(request: web.Request) -> web.Response:
-    body = parse_body(StartBody, await read_json(request))
-    st = await begin_rollout(request.app[STATE], request.match_info["route"], body,
+    body = body_of(request, StartBody)
+    st = await begin_rollout(request.app[STATE], path_of(request, RoutePath).route, body,
                              actor_of(request))
     return web.json_response(st.document(), status=201)
 
 
 async def get_rollout(request: web.Request) -> web.Response:
     state, ctl = _controller(request)
-    rr = _route(state, request.match_info["route"])
+    rr = _route(state, path_of(request, RoutePath).route)
     states = await ctl.load()
     if rr.config.name not in states:
         raise NotFoundError(f"route {rr.config.name!r} has had no rollout")
@@ -122,9 +146,8 @@ async def get_rollout(request: web.Request) -> web.Response:
 
 async def gate(request: web.Request) -> web.Response:
     state, ctl = _controller(request)
-    rr = _route(state, request.match_info["route"])
-    verb = request.match_info["action"]
-    body = parse_body(GateBody, await read_json(request) if request.body_exists else {})
+    p, body = path_of(request, GatePath), body_of(request, GateBody)
+    rr, verb = _route(state, p.route), p.action
     states = await ctl.load()
     if rr.config.name not in states:
         raise NotFoundError(f"route {rr.config.name!r} has had no rollout")
@@ -151,14 +174,23 @@ async def gate(request: web.Request) -> web.Response:
     return web.json_response(new.document())
 
 
+#: 422s of a rollout start that depend on the config, not on the request's shape
+START_RULES = (
+    ("route", "has a rollout policy"),
+    ("candidate", "a variant of the route other than its baseline"),
+    ("version", "served by a backend this config defines"),
+    ("strategy", "blue_green needs split.allow_pin and split.trusted_pins"),
+)
 ROUTES: tuple[ApiRoute, ...] = (
     ApiRoute("POST", "/api/v1/routes/{route}/rollouts", start_rollout,
              "Start a rollout of a candidate variant or a registered MODEL@SEMVER",
-             role=Role.OPERATOR, tag="rollouts", body=StartBody),
+             role=Role.OPERATOR, tag="rollouts", params=RoutePath, body=StartBody,
+             response=RolloutOut, success=(201,), errors=(409,), semantic=START_RULES),
     ApiRoute("GET", "/api/v1/routes/{route}/rollout", get_rollout,
              "The route's rollout: state, step, weights, every analysis with its figures",
-             role=Role.VIEWER, tag="rollouts"),
+             role=Role.VIEWER, tag="rollouts", params=RoutePath, response=RolloutOut),
     ApiRoute("POST", "/api/v1/routes/{route}/rollout/{action:pause|resume|promote|rollback|abort}",
              gate, "Manual gates: pause, resume, promote (next step or to_end), rollback, abort",
-             role=Role.OPERATOR, tag="rollouts", body=GateBody),
+             role=Role.OPERATOR, tag="rollouts", params=GatePath, body=GateBody,
+             response=RolloutOut, errors=(409,)),
 )
