@@ -23,7 +23,13 @@ import yaml
 
 from control.store import open_store
 from tests.harness import ProxyProcess
-from tests.security.audit_support import Db, db_fixture, raw  # noqa: F401 (fixture)
+from tests.security.audit_support import (  # noqa: F401 (db_fixture)
+    Db,
+    clean_env,
+    db_fixture,
+    raw,
+    splitway,
+)
 
 KEY = "tamper-test-key-0123456789"
 #: what an intruder writes into evt-5 -> what the verify reason names
@@ -113,6 +119,16 @@ async def test_tampered_rows_are_named_never_a_500(
                     "WHERE seq = 5", original)
             status, body = await get(http, p, "/api/v1/audit/verify")
             assert body["ok"], (case, body)  # restored: the chain holds again
+
+        # the CLI says the same, and shows the row as stored
+        tamper(db, "details_json", '{"i":NaN}')
+        env = clean_env(SPLITWAY_ADMIN_URL=p.admin_url)
+        code, out, err = await splitway("audit", "verify", env=env)
+        assert code == 1 and "Traceback" not in err, err
+        assert "BROKEN: first bad event evt-5" in out and "reason: unreadable row" in out
+        assert '"details": "{\\"i\\":NaN}"' in out and '"unreadable":' in out, out
+        code, out, err = await splitway("audit", "query", env=env)
+        assert code == 0 and "UNREADABLE(config.reloaded): details:" in out, (out, err)
 
         status, body = await get(http, p, "/api/v1/audit", type="nosuch.")
         assert status == 422 and body["field"] == "type", body
