@@ -98,6 +98,7 @@ class SecurityViolation:
     resource: str
     severity: str
     detail: str | None
+    count: int = 1  # refusals the event stands for (aggregated: its ``details.count``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,16 +184,22 @@ def compliance_report(
             rollbacks.append(_rollback(ev))
         elif ev.type is EventType.SECURITY_VIOLATION:
             violations.append(SecurityViolation(
-                ev.id, ev.ts, ev.actor, ev.resource, str(ev.severity), _str(d.get("detail"))))
+                ev.id, ev.ts, ev.actor, ev.resource, str(ev.severity), _str(d.get("detail")),
+                _count(d.get("count"))))
     counts = MappingProxyType({
         "stage_changes": stage_changes, "production_changes": len(changes),
         "non_compliant_changes": sum(not c.compliant for c in changes),
         "production_exits": len(exits), "rollbacks": len(rollbacks),
-        "security_violations": len(violations)})
+        "security_violations": sum(v.count for v in violations)})
     return ComplianceReport(
         since, until, generated_at or utc_now(), verification, tuple(changes), tuple(exits),
         tuple(rollbacks), tuple(violations), counts,
     )
+
+
+def _count(value: object) -> int:
+    """An aggregated violation's count; an event without one (a self-approval) is one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
 
 def _production_change(

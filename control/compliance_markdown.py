@@ -89,7 +89,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
 
     violations = report.get("security_violations", [])
     lines += _section("Security violations", violations, table(
-        ("when", "actor", "resource", "severity", "detail"),
-        [(v["at"], v.get("actor"), v.get("resource"), v.get("severity"), v.get("detail"))
-         for v in violations]))
+        ("when", "actor", "resource", "severity", "count", "detail"),
+        [(v["at"], v.get("actor"), v.get("resource"), v.get("severity"), v.get("count", 1),
+          v.get("detail")) for v in violations]))
     return "\n".join(lines) + "\n"

@@ -218,3 +218,18 @@ def test_markdown_lists_everything_and_escapes_cells() -> None:
     assert "p99 ratio 2.0" in md  # a newline cannot end the row
     assert "eve" in md and "## Security violations (1)" in md
     assert "## Left production (0)\n\nNone in this period." in md
+
+
+def test_aggregated_violations_count_every_refusal() -> None:
+    # One aggregated event stands for details.count refusals; a self-approval stands for
+    # one; a count that is not a positive integer (a tampered or odd row) counts as one.
+    events = chain(
+        (1, "security.violation", "anonymous", "api:/api/v1/routes",
+         {"source": "127.0.0.1", "kind": "bad token", "count": 2999, "detail": "bad token"}),
+        (2, "security.violation", "alice", "promotion/p1", {"detail": "self-approval"}),
+        (3, "security.violation", "anonymous", "api:/x", {"count": True}),
+        (4, "security.violation", "anonymous", "api:/x", {"count": 0}))
+    r = report(events)
+    assert [v.count for v in r.security_violations] == [2999, 1, 1, 1]
+    assert r.counts["security_violations"] == 3002
+    assert r.to_json()["security_violations"][0]["count"] == 2999
