@@ -1,11 +1,13 @@
 """schemathesis against the real process: ``/api/openapi.json`` says what the API takes and
 answers, and the running proxy agrees — 0 server errors, 0 schema mismatches.
 
-The proxy runs with a tokens file (the fuzzer holds an ``admin`` token), SQLite, two
-routes over sample model servers (one with a shadow, a rollout policy and an experiment),
-two registered versions, an uploaded artifact and a pending promotion, so most operations
-have something to act on; path parameters are drawn from those names half of the time
-(and generated the rest, which exercises the 404s and 422s).
+The proxy runs with a tokens file (the fuzzer holds an ``admin`` token), SQLite (and
+PostgreSQL when ``SPLITWAY_TEST_POSTGRES_URL`` is set), two routes over sample model servers
+(one with a shadow, a rollout policy and an experiment), two registered versions, an
+uploaded artifact, a pending promotion (requested by another user, so the fuzzer may review
+it) and a running rollout (for the gates), so most operations have something to act on;
+path parameters and a few body fields are drawn from those names half of the time (and
+generated the rest, which exercises the 404s and 422s).
 
 Every phase of ``schemathesis run`` runs (coverage: boundary and invalid values of each
 parameter and undeclared methods; fuzzing; stateful sequences), seeded and with
@@ -20,6 +22,9 @@ deterministic generation, with these checks:
 
 Operations mutate the live process (reload, weights, rollouts and their gates, promotions,
 experiments): that changes what later requests see, never whether answers conform.
+
+A second test pins what the fuzzer found on PostgreSQL: NUL in stored text is a 422 naming
+the field, never a store error.
 """
 
 from __future__ import annotations
