@@ -23,8 +23,8 @@ deterministic generation, with these checks:
 Operations mutate the live process (reload, weights, rollouts and their gates, promotions,
 experiments): that changes what later requests see, never whether answers conform.
 
-A second test pins what the fuzzer found on PostgreSQL: NUL in stored text is a 422 naming
-the field, never a store error.
+A second test pins a case random generation rarely reaches: NUL in stored text (which
+PostgreSQL cannot hold) is a 422 naming the field on every store, never a store error.
 """
 
 from __future__ import annotations
