@@ -199,7 +199,7 @@ def test_the_test_stage_runs_ruff_mypy_and_pytest_with_coverage() -> None:
     assert "bandit -r src -x ./.venv,./tests -ll" in security
     assert "pip-audit --skip-editable" in security
     validate = [s.get("run", "") for s in jobs["validate"]["steps"]]
-    assert "splitway check -c splitway.yaml" in validate
+    assert "splitway check --no-files -c splitway.yaml" in validate
     plain = load(generate(CiOptions(platform="github", model="m")))["jobs"]["test"]
     assert "python -m pytest" in [s.get("run") for s in plain["steps"]]
 

@@ -106,7 +106,7 @@ async def test_each_pipeline_command_runs_against_a_live_proxy(tmp_path: Path) -
     cfg = setup(tmp_path, staging=1, production=2)
     workflow = yaml.safe_load(generate(CiOptions(**OPTIONS)))
     cmds = pipeline_commands(workflow)
-    assert [c[1:3] for c in cmds["validate"]] == [["check", "-c"]]
+    assert [c[1:4] for c in cmds["validate"]] == [["check", "--no-files", "-c"]]
     assert [c[1:3] for c in cmds["deploy-staging"]] == [
         ["models", "show"], ["models", "register"], ["models", "gate"],
         ["promote", "request"], ["models", "gate"], ["rollout", "start"], ["rollout", "status"]]
