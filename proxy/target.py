@@ -55,6 +55,9 @@ _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _AUTHORITY_RE = re.compile(
     r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::[0-9]{0,5})?")
 _DOT_SEGMENTS = (".", "..")
+# Anything but visible ASCII, and "#": one C-speed search per request (the message is built
+# only on a hit).
+_REFUSED_RE = re.compile(r"[^\x21-\x7e]|#")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,8 @@ def normalize_path(path: str) -> str:
     if not path.startswith("/"):
         raise BadTargetError("the path must start with '/'")
     decoded = decode_unreserved(path)
+    if "/." not in decoded:
+        return decoded  # no segment starts with ".": nothing to resolve (the common case)
     depth = 0
     # Empty segments count as a level, exactly as remove_dot_segments treats them.
     for segment in decoded.split("/")[1:]:
@@ -182,11 +187,13 @@ def remove_dot_segments(path: str) -> str:
 
 
 def _check_characters(raw: str) -> None:
-    for c in raw:
-        o = ord(c)
-        if o <= 0x20 or o >= 0x7F:
-            what = "white space" if c.isspace() else (
-                "a control character" if o < 0x20 or o == 0x7F else "a non-ASCII character")
-            raise BadTargetError(f"the request target contains {what} ({o:#04x})")
-        if c == "#":
-            raise BadTargetError("the request target contains a fragment ('#')")
+    m = _REFUSED_RE.search(raw)
+    if m is None:
+        return
+    c = m.group()
+    if c == "#":
+        raise BadTargetError("the request target contains a fragment ('#')")
+    o = ord(c)
+    what = "white space" if c.isspace() else (
+        "a control character" if o < 0x20 or o == 0x7F else "a non-ASCII character")
+    raise BadTargetError(f"the request target contains {what} ({o:#04x})")
