@@ -88,13 +88,12 @@ def body_limit(request: web.Request) -> int:
     return spec.max_body if spec is not None else DEFAULT_MAX_BODY
 
 
-PRINCIPAL = "splitway.principal"
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 def principal_of(request: web.Request) -> Principal | None:
     """The authenticated caller (set by the admin middleware), if any."""
-    value = request.get(PRINCIPAL)
-    return value if isinstance(value, Principal) else None
+    return request.get(PRINCIPAL)
 
 
 def actor_of(request: web.Request) -> str:

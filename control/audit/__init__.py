@@ -31,11 +31,7 @@ from control.audit.chain import (
 from control.audit.keys import AuditKeyError, Keyring, fingerprint, keyring_from_env
 from control.audit.log import AUDIT_LOCK_KEY, AuditFilters, AuditLog
 from control.audit.params import (
-    Page,
-    check_known,
     parse_cli_time,
-    parse_filters,
-    parse_page,
     parse_rfc3339,
 )
 from control.audit.rows import AuditRecord, UnreadableEvent, UnreadableRow, read_row
@@ -55,21 +51,17 @@ __all__ = [
     "EventType",
     "ExportFormat",
     "Keyring",
-    "Page",
     "Severity",
     "UnreadableEvent",
     "UnreadableRow",
     "VerifyResult",
     "canonical_json",
     "chain_event",
-    "check_known",
     "compute_hash",
     "fingerprint",
     "format_ts",
     "keyring_from_env",
     "parse_cli_time",
-    "parse_filters",
-    "parse_page",
     "parse_rfc3339",
     "read_row",
     "utc_now",
