@@ -26,7 +26,10 @@ The path is put in normal form (RFC 3986 §6.2.2):
    as RFC 3986 §5.2.4 says, except that a ``..`` that would climb above ``/`` is **refused**
    instead of being dropped silently (it can only be an attempt to leave a route);
 3. a dot-segment with a path parameter (``..;x``, ``.;``) is refused: servers that strip
-   ``;`` parameters (Tomcat, Jetty, Spring) would take it for ``..``.
+   ``;`` parameters (Tomcat, Jetty, Spring) would take it for ``..``;
+4. a dot-segment hidden behind an encoded slash or backslash (``..%2F..%2Fadmin``,
+   ``x%5C..``) is refused: a backend that decodes ``%2F`` before resolving dot-segments
+   would otherwise read it as a way out of the route.
 
 The query is kept verbatim (it is the backend's to parse); an empty one (``/a?``) is
 dropped, since the HTTP client cannot send it. In the whole target, control
@@ -55,6 +58,7 @@ _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _AUTHORITY_RE = re.compile(
     r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::[0-9]{0,5})?")
 _DOT_SEGMENTS = (".", "..")
+_ENCODED_SLASH_RE = re.compile("%2F|%5C")  # upper-case: decode_unreserved upper-cases hex
 # Anything but visible ASCII, and "#": one C-speed search per request (the message is built
 # only on a hit).
 _REFUSED_RE = re.compile(r"[^\x21-\x7e]|#")
@@ -117,6 +121,8 @@ def normalize_path(path: str) -> str:
     if not path.startswith("/"):
         raise BadTargetError("the path must start with '/'")
     decoded = decode_unreserved(path)
+    if "%2F" in decoded or "%5C" in decoded:
+        _refuse_hidden_dot_segments(decoded)
     if "/." not in decoded:
         return decoded  # no segment starts with ".": nothing to resolve (the common case)
     depth = 0
@@ -133,6 +139,20 @@ def normalize_path(path: str) -> str:
         elif segment != ".":
             depth += 1
     return remove_dot_segments(decoded)
+
+
+def _refuse_hidden_dot_segments(path: str) -> None:
+    """Refuse a dot-segment behind an encoded slash or backslash (``..%2F..%2Fadmin``).
+
+    ``%2F`` is never decoded here, so to this proxy such a segment is an ordinary name; but
+    a backend that decodes ``%2F`` (or ``%5C``) before resolving dot-segments would read it
+    as a way out of the route's prefix. No model path needs one, so it is refused (Envoy's
+    ``path_with_escaped_slashes_action: REJECT_REQUEST``, applied to dot-segments only)."""
+    for segment in path.split("/"):
+        parts = _ENCODED_SLASH_RE.split(segment)
+        if len(parts) > 1 and any(p.partition(";")[0] in _DOT_SEGMENTS for p in parts):
+            raise BadTargetError(f"the path segment {segment!r} hides a dot-segment behind "
+                                 "an encoded slash")
 
 
 def decode_unreserved(path: str) -> str:
