@@ -57,7 +57,8 @@ async def test_one_leader_and_takeover_after_kill_9(
         d.mkdir()
         cfg: dict[str, Any] = tokens_free(rollout_cfg(v1.url, v2.url, step_interval_s=1.0,
                                                       analysis={"min_requests": 20,
-                                                                "latency_quantile": 0.5}), d)
+                                                                "latency_quantile": 0.5,
+                                                                "max_latency_ratio": 3}), d)
         cfg["state"] = pg_state_url
         procs.append(await ProxyProcess.start(write_config(d, cfg)))
     try:
