@@ -51,6 +51,14 @@ def _mean(m: Moments) -> dict[str, float | int | None]:
 
 
 def srm(totals: Totals, variants: list[str]) -> dict[str, Any]:
+    """The ``srm`` object: units per variant against the weights in force over time.
+
+    Every variant is checked, those whose weight was 0 in every segment included: a unit
+    there (expected 0, observed > 0) is flagged at once with ``p_value`` 0 and ``chi2``
+    null, whatever the counts. An arm at 0 in some segments only has a positive expected
+    count and takes part in the chi-square as usual: a request is recorded when it ends,
+    so one chosen before a weight change may land in the next segment.
+    """
     windows = []
     observed = [0] * len(variants)
     for seg in totals.segments:
@@ -61,8 +69,9 @@ def srm(totals: Totals, variants: list[str]) -> dict[str, Any]:
     if not windows or sum(observed) == 0:
         return {"p_value": 1.0, "flagged": False, "observed": observed, "expected": observed}
     expected = expected_counts_over_time(windows)
-    live = [i for i, e in enumerate(expected) if e > 0]  # arms at weight 0 throughout
-    result = srm_check([observed[i] for i in live], [expected[i] for i in live])
+    # Every arm goes to the check, those at weight 0 throughout included: a unit on an arm
+    # expected to get none is a certain mismatch (srm_check flags it with p = 0).
+    result = srm_check(observed, expected)
     return {**result.to_json(), "observed": dict(zip(variants, observed, strict=True)),
             "expected": dict(zip(variants, expected, strict=True))}
 
