@@ -42,7 +42,8 @@ from proxy.errors import ConflictError, StoreUnavailableError
 from proxy.notify import Notifier
 from proxy.observe import VariantSnapshot, buckets_ms, delta
 from proxy.rollout import machine as m
-from proxy.rollout.analysis import Arm, Check, Judgement, Policy, judge, judge_shadow
+from proxy.rollout.analysis import Arm, Check, Judgement, judge_shadow
+from proxy.rollout.look import look
 from proxy.rollout.promql import prometheus_checks
 from proxy.rollout.registry_link import record_outcome
 
@@ -64,18 +65,6 @@ LEASE_S = 3.0
 def arm(snap: VariantSnapshot) -> Arm:
     """A judge's view of one variant's window: counts and latency buckets in ms."""
     return Arm(snap.requests, snap.errors, buckets_ms(snap.latency), snap.field_values)
-
-
-def judge_policy(policy: Rollout) -> Policy:
-    a = policy.analysis
-    return Policy(min_requests=a.min_requests, max_error_rate=a.max_error_rate,
-                  max_latency_ratio=a.max_latency_ratio, latency_quantile=a.latency_quantile,
-                  alpha=a.alpha, alpha_vs_baseline=a.alpha_vs_baseline,
-                  critical_error_rate=a.critical_error_rate,
-                  critical_min_requests=a.critical_min_requests,
-                  health_only=policy.strategy in ("rolling", "blue_green"),
-                  json_path=a.json_metric.path if a.json_metric else None,
-                  json_max_drop=a.json_metric.max_drop if a.json_metric else 0.0)
 
 
 class RolloutController:
@@ -177,29 +166,32 @@ class RolloutController:
             rr.pools[st.candidate] = pool
 
     # -- judging ------------------------------------------------------------------------------
-    async def _judge(self, st: m.RolloutState, rr: RouteRuntime, policy: Rollout,
-                     ) -> tuple[Judgement, dict[str, dict[str, Any]]]:
+    def _shadow(self, st: m.RolloutState, rr: RouteRuntime, policy: Rollout) -> Judgement:
+        phase = policy.shadow_phase
+        assert phase is not None
+        if rr.shadow is None:
+            return judge_shadow(phase.min_compared, 0, 0, sent=0, errors=0, compared=0,
+                                mismatched=0)
+        b = rr.shadow.book
+        return judge_shadow(phase.min_compared, phase.max_mismatch_rate, phase.max_error_rate,
+                            sent=b.sent, errors=b.errors, compared=b.compared,
+                            mismatched=b.compared - b.matched)
+
+    async def _look(self, st: m.RolloutState, rr: RouteRuntime, policy: Rollout, now: float,
+                    ) -> tuple[m.RolloutState, m.Event | None]:
         if st.step == m.SHADOW_STEP:
-            phase = policy.shadow_phase
-            assert phase is not None
-            if rr.shadow is None:
-                return judge_shadow(phase.min_compared, 0, 0, sent=0, errors=0, compared=0,
-                                    mismatched=0), {}
-            b = rr.shadow.book
-            return judge_shadow(phase.min_compared, phase.max_mismatch_rate,
-                                phase.max_error_rate, sent=b.sent, errors=b.errors,
-                                compared=b.compared, mismatched=b.compared - b.matched), {}
+            return m.on_tick(st, policy, self._shadow(st, rr, policy), now)
         now_snaps = self._snapshots(st, rr)
         window = self._windows[st.route]
         base = arm(delta(now_snaps[st.baseline], window[1][st.baseline]))
         cand = arm(delta(now_snaps[st.candidate], window[1][st.candidate]))
         extra: list[Check] = []
-        if policy.analysis.prometheus and self._clock() >= st.next_judge_at:
+        if policy.analysis.prometheus and now >= st.next_judge_at:
             if self._http is None:
                 self._http = aiohttp.ClientSession()
             extra = await prometheus_checks(self._http, policy, st)
-        return (judge(judge_policy(policy), base, cand, extra),
-                {"baseline": base.summary(), "candidate": cand.summary()})
+        looked = look(st, policy, base, cand, now, extra)
+        return looked.state, looked.event
 
     async def _advance(self, rev: int, st: m.RolloutState) -> None:
         rr = self._state.current.routes.get(st.route)
@@ -219,8 +211,7 @@ class RolloutController:
                                         next_judge_at=now + policy.step_interval_s)
             await self.commit(rev, st, fresh, m.Event.HOLD, CONTROLLER)
             return
-        judgement, arms = await self._judge(st, rr, policy)
-        new, event = m.on_tick(st, policy, judgement, now, arms)
+        new, event = await self._look(st, rr, policy, now)
         if event is None:
             return
         if event in (m.Event.STEP, m.Event.SUCCEEDED) and policy.confirm_webhook:
