@@ -1,0 +1,100 @@
+"""``splitway rollout simulate`` through the real command: a config file in, JSON or a
+table out, and one-line errors (exit 2) for bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import proxy_config, write_config
+
+STEPS = [round(3 + i / 100, 2) for i in range(30)] + [100]
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    rollout = {"baseline": "stable", "candidate": "canary", "steps": STEPS,
+               "step_interval_s": 30, "progress_deadline_s": 300,
+               "analysis": {"min_requests": 300, "max_error_rate": 0.01}}
+    cfg = proxy_config({"v1": ["http://127.0.0.1:1"], "v2": ["http://127.0.0.1:2"]}, [
+        {"name": "checkout", "match": {"path_prefix": "/"},
+         "variants": {"stable": "v1", "canary": "v2"},
+         "split": {"weights": {"stable": 100}}, "rollout": rollout},
+        {"name": "plain", "match": {"path_prefix": "/plain"}, "variants": {"stable": "v1"},
+         "split": {"weights": {"stable": 100}}}])
+    return write_config(tmp_path, cfg)
+
+
+def simulate(config: Path, *args: str) -> tuple[int, str, str]:
+    proc = subprocess.run([sys.executable, "-m", "proxy", "rollout", "simulate", "-c",
+                           str(config), *args], capture_output=True, text=True, timeout=100,
+                          check=False)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def simulate_json(config: Path, *args: str) -> dict[str, Any]:
+    code, out, err = simulate(config, "--route", "checkout", "--rps", "400", "--json", *args)
+    assert code == 0, err
+    doc: dict[str, Any] = json.loads(out)
+    return doc
+
+
+def test_a_broken_candidate_is_rolled_back_at_its_first_step(config: Path) -> None:
+    doc = simulate_json(config, "--candidate-error", "0.10", "--runs", "20", "--seed", "3")
+    assert doc["runs"] == 20 and doc["rolled_back"] == 20 and doc["promoted"] == 0
+    assert doc["rolled_back_rate"] == 1.0 and doc["rolled_back_at_step"] == {"0": 20}
+    assert doc["rolled_back_ci95"][1] == 1.0 and 0.8 < doc["rolled_back_ci95"][0] < 0.9
+    assert doc["median_seconds_to_decision"] <= 300
+
+
+def test_a_healthy_candidate_is_promoted(config: Path) -> None:
+    doc = simulate_json(config, "--baseline-error", "0.001", "--candidate-error", "0.001",
+                        "--runs", "5")
+    assert doc["promoted"] == 5 and doc["rolled_back"] == 0
+    assert doc["median_seconds_to_decision"] >= 30 * 30  # every step judged
+
+
+def test_the_same_seed_prints_the_same_json(config: Path) -> None:
+    args = ("--candidate-error", "0.03", "--runs", "10", "--seed", "9")
+    assert simulate_json(config, *args) == simulate_json(config, *args)
+
+
+def test_without_json_a_short_table(config: Path) -> None:
+    code, out, err = simulate(config, "--route", "checkout", "--candidate-error", "0.6",
+                              "--runs", "4")
+    assert code == 0, err
+    assert "OUTCOME" in out and re.search(r"rolled back\s+4\s+100.0%", out)
+    assert "rolled back by: critical 4" in out
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--route", "nope"], "no route 'nope'"),
+    (["--route", "plain"], "route 'plain' has no rollout policy"),
+    (["--route", "checkout", "--candidate-error", "-0.01"], "--candidate-error '-0.01'"),
+    (["--route", "checkout", "--baseline-error", "1.5"], "--baseline-error '1.5'"),
+    (["--route", "checkout", "--latency-sigma", "0"], "--latency-sigma '0'"),
+    (["--route", "checkout", "--latency-sigma", "wide"], "--latency-sigma 'wide'"),
+    (["--route", "checkout", "--baseline-latency-ms", "nan"], "--baseline-latency-ms 'nan'"),
+    (["--route", "checkout", "--candidate-latency-scale", "-2"], "--candidate-latency-scale"),
+    (["--route", "checkout", "--candidate-latency-add-ms", "-5"], "--candidate-latency-add-ms"),
+    (["--route", "checkout", "--rps", "0"], "--rps '0'"),
+    (["--route", "checkout", "--runs", "0"], "--runs '0'"),
+    (["--route", "checkout", "--runs", "1e3"], "--runs '1e3'"),
+    (["--route", "checkout", "--seed", "x"], "--seed 'x'"),
+    (["--route", "checkout", "--look-every", "0.1"], "--look-every '0.1'"),
+])
+def test_bad_input_is_one_line_and_exit_2(config: Path, args: list[str], says: str) -> None:
+    code, out, err = simulate(config, *args)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and says in err and "Traceback" not in err
+
+
+def test_a_missing_config_file_is_exit_2(tmp_path: Path) -> None:
+    code, _, err = simulate(tmp_path / "missing.yaml", "--route", "checkout")
+    assert code == 2 and "cannot read" in err and "Traceback" not in err
