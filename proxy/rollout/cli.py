@@ -1,4 +1,5 @@
-"""``splitway rollout start|status|pause|resume|promote|rollback|abort ROUTE``."""
+"""``splitway rollout start|status|pause|resume|promote|rollback|abort ROUTE`` and
+``splitway rollout simulate`` (:mod:`proxy.rollout.simulate_cli`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 from typing import Any
 
 from proxy.cliutil import Parser, UsageError, add_client_options, client, print_json, print_table
+from proxy.rollout import simulate_cli
 
 _MARK = {True: "ok", False: "FAIL", None: "hold"}
 
@@ -86,3 +88,4 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         if action in ("rollback", "abort"):
             p.add_argument("--reason")
         p.set_defaults(func=cmd_gate, action=action)
+    simulate_cli.add_parser(verbs)
