@@ -381,20 +381,45 @@ class PromCheck(Model):
     timeout_s: PositiveFloat = 5.0
 
 
+#: Analysis keys that no longer exist, and why (a config naming one is refused with this).
+#: ``failed_checks_to_rollback: 1`` is still read, as the only value that keeps its meaning.
+RETIRED_ANALYSIS_KEYS = {
+    "failed_checks_to_rollback": (
+        "is retired: the evidence now accumulates over the whole rollout, so one failed "
+        "check is already significant at the policy's alpha; remove the key, or leave it "
+        "at 1 (see docs/rollouts.md)"),
+    "alpha_vs_baseline": (
+        "is retired: alpha now bounds false rollbacks over the whole rollout and is split "
+        "between the checks; remove the key (see docs/rollouts.md)"),
+}
+
+
 class Analysis(Model):
-    """The checks that gate each rollout step."""
+    """The checks that gate each rollout step (see ``docs/rollouts.md``)."""
 
     min_requests: Annotated[Int, Field(ge=1)] = 1000
     max_error_rate: Annotated[Float, Field(ge=0, le=1)] = 0.01
+    max_error_ratio: Annotated[Float, Field(ge=1)] = 2.0
     max_latency_ratio: PositiveFloat = 1.5
     latency_quantile: Annotated[Float, Field(gt=0, lt=1)] = 0.99
-    failed_checks_to_rollback: Annotated[Int, Field(ge=1)] = 1
     alpha: Annotated[Float, Field(gt=0, lt=0.5)] = 0.01
-    alpha_vs_baseline: Annotated[Float, Field(gt=0, lt=0.5)] = 0.001
     critical_error_rate: Annotated[Float, Field(gt=0, le=1)] = 0.5
     critical_min_requests: Annotated[Int, Field(ge=1)] = 20
     json_metric: JsonMetric | None = None
     prometheus: tuple[PromCheck, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            if data.get("failed_checks_to_rollback") == 1 and not isinstance(
+                    data["failed_checks_to_rollback"], bool):
+                del data["failed_checks_to_rollback"]  # what a failed check means now
+            for key, why in RETIRED_ANALYSIS_KEYS.items():
+                if key in data:
+                    raise ValueError(f"{key} {why}")
+        return data
 
 
 class ShadowPhase(Model):
@@ -418,6 +443,7 @@ class Rollout(Model):
     steps: tuple[Step, ...] = (5, 10, 25, 50, 100)
     step_interval_s: PositiveFloat = 60.0
     progress_deadline_s: PositiveFloat = 600.0
+    on_inconclusive: Literal["pause", "rollback"] = "pause"
     analysis: Analysis = Analysis()
     require_stage: Literal["staging", "production"] | None = None
     confirm_webhook: Url | None = None

@@ -1,5 +1,12 @@
-"""The rollout controller: gathers windows, calls the pure judge and machine, persists and
-applies what they decide.
+"""The rollout controller: feeds each look's traffic to the pure :func:`look`, persists and
+applies what it decides.
+
+Every tick, the leader takes each arm's counters and subtracts the snapshot it took when
+the rollout's state was last committed: these increments are what :func:`look` folds into
+the evidence carried by the stored state. A look that records nothing is not written, so
+the next tick folds the larger increment into the same stored evidence; every committed
+look moves the snapshot. The evidence (whole rollout) is persisted with the state, so a
+restarted or new leader resumes it and adds what it sees from its own first look on.
 
 Every proxy sharing a state store runs one controller, and exactly one of them **leads**:
 it holds a lease row in the store (taken and renewed every tick under the store's
@@ -18,9 +25,9 @@ When the store is unavailable the controller **freezes**: a tick that cannot ren
 lease, read the rollouts or commit a transition changes nothing here (a decision is applied
 only after its transaction commits), so no step, promotion or rollback happens on what
 could not be read or written, and this proxy stops counting itself leader. Once the store
-answers again, the first tick starts every progressing rollout's step window afresh at its
-persisted step (as after a restart), so neither the outage nor the traffic judged before
-it is charged to the candidate, and ``progress_deadline_s`` counts from the return.
+answers again, the first tick restarts every progressing rollout's step timer at its
+persisted step (as after a restart): the traffic proxied during the outage is not judged,
+the evidence stored before it is kept, and ``progress_deadline_s`` counts from the return.
 """
 
 from __future__ import annotations
@@ -79,8 +86,8 @@ class RolloutController:
         self._states: dict[str, tuple[int, m.RolloutState]] = {}
         self._http: aiohttp.ClientSession | None = None
         self.frozen = False  # the last tick found the store unavailable
-        # route -> (rollout id, step, step start) of the window and its starting snapshots
-        self._windows: dict[str, tuple[tuple[str, int, float], dict[str, VariantSnapshot]]] = {}
+        # route -> (revision of the stored state, the arms' snapshots when it was committed)
+        self._windows: dict[str, tuple[int, dict[str, VariantSnapshot]]] = {}
 
     def now(self) -> float:
         return self._clock()
@@ -178,10 +185,10 @@ class RolloutController:
                             mismatched=b.compared - b.matched)
 
     async def _look(self, st: m.RolloutState, rr: RouteRuntime, policy: Rollout, now: float,
+                    now_snaps: dict[str, VariantSnapshot],
                     ) -> tuple[m.RolloutState, m.Event | None]:
         if st.step == m.SHADOW_STEP:
             return m.on_tick(st, policy, self._shadow(st, rr, policy), now)
-        now_snaps = self._snapshots(st, rr)
         window = self._windows[st.route]
         base = arm(delta(now_snaps[st.baseline], window[1][st.baseline]))
         cand = arm(delta(now_snaps[st.candidate], window[1][st.candidate]))
@@ -202,25 +209,27 @@ class RolloutController:
         policy = rr.config.rollout
         now = self._clock()
         window = self._windows.get(st.route)
-        stale = window is None or window[0] != (st.id, st.step, st.step_started_at)
-        if (st.step != m.SHADOW_STEP and stale) or self.frozen:
-            # First look at this step here (a restart, a takeover, a command on another
-            # proxy, the store back after an outage): the window starts now, so the step
-            # is judged on fresh traffic.
+        if (st.step != m.SHADOW_STEP and (window is None or window[0] != rev)) or self.frozen:
+            # No snapshot of this stored state here (a restart, a takeover, a command on
+            # another proxy, the store back after an outage): count from now. The stored
+            # evidence is kept; the step's timer restarts.
             fresh = dataclasses.replace(st, step_started_at=now, holding_since=None,
                                         next_judge_at=now + policy.step_interval_s)
             await self.commit(rev, st, fresh, m.Event.HOLD, CONTROLLER)
             return
-        new, event = await self._look(st, rr, policy, now)
+        now_snaps = self._snapshots(st, rr)
+        new, event = await self._look(st, rr, policy, now, now_snaps)
         if event is None:
             return
         if event in (m.Event.STEP, m.Event.SUCCEEDED) and policy.confirm_webhook:
             ok, why = await self._notifier.confirm(policy.confirm_webhook, self._fields(new))
-            if not ok:  # stay at this step; ask again after another interval
+            if not ok:  # stay at this step; ask again after another interval (its request
+                # count starts again: the evidence itself is kept)
                 new = dataclasses.replace(st, analyses=new.analyses, reason=why,
+                                          evidence=new.evidence,
                                           next_judge_at=now + policy.step_interval_s)
                 event = m.Event.HOLD
-        await self.commit(rev, st, new, event, CONTROLLER)
+        await self.commit(rev, st, new, event, CONTROLLER, snapshots=now_snaps)
 
     @staticmethod
     def _snapshots(st: m.RolloutState, rr: RouteRuntime) -> dict[str, VariantSnapshot]:
@@ -245,9 +254,12 @@ class RolloutController:
         return {v: float(st.weights.get(v, 0.0)) for v in rr.config.variants}
 
     async def commit(self, rev: int | None, old: m.RolloutState | None, new: m.RolloutState,
-                     event: m.Event, actor: str, details: dict[str, Any] | None = None) -> int:
+                     event: m.Event, actor: str, details: dict[str, Any] | None = None, *,
+                     snapshots: dict[str, VariantSnapshot] | None = None) -> int:
         """Persist a transition (state, weights, audit event) in one transaction and apply
-        it here; ``rev`` is the revision ``old`` was read at (None: a new rollout)."""
+        it here; ``rev`` is the revision ``old`` was read at (None: a new rollout).
+        ``snapshots``: the arms' counters the evidence in ``new`` was folded up to (taken
+        now when not given)."""
         store, audit = self._state.store, self._state.audit
         assert store is not None and audit is not None
         weights = self.route_weights(new)
@@ -265,11 +277,13 @@ class RolloutController:
                                tx=tx)
             if old is None or weights != self.route_weights(old):
                 await store.set_route_weights(new.route, weights, f"rollout:{new.id}", tx=tx)
-            if event is m.Event.ROLLED_BACK:
+            if event is m.Event.ROLLED_BACK:  # not an inconclusive rollback: nothing shown
                 await store.kv_put(NS_QUARANTINE, self.quarantine_key(new),
                                    {"reason": new.reason, "rollout_id": new.id,
                                     "version": new.version, "by": actor}, tx=tx)
-            if new.version is not None and event in (m.Event.SUCCEEDED, m.Event.ROLLED_BACK):
+            ended = new.status in (m.Status.SUCCEEDED, m.Status.ROLLED_BACK)
+            if new.version is not None and ended and event in (
+                    m.Event.SUCCEEDED, m.Event.ROLLED_BACK, m.Event.INCONCLUSIVE):
                 rollout_cfg = self._state.current.routes[new.route].config.rollout
                 await record_outcome(store, tx, new.version, new.route, actor,
                                      rollout_cfg.require_stage if rollout_cfg else None,
@@ -278,20 +292,21 @@ class RolloutController:
                 info = {**self._fields(new), **(details or {})}
                 if new.analyses and event is not m.Event.STARTED:
                     info["analysis"] = new.analyses[-1]
-                severity = "warning" if event is m.Event.ROLLED_BACK else "info"
+                severity = "warning" if event in (m.Event.ROLLED_BACK,
+                                                  m.Event.INCONCLUSIVE) else "info"
                 await audit.append(tx, f"rollout.{event}", actor, f"route/{new.route}", info,
                                    severity=severity)
         self._states[new.route] = (new_rev, new)
         rr = self._state.current.routes[new.route]
-        key = (new.id, new.step, new.step_started_at)
-        window = self._windows.get(new.route)
-        if new.status is m.Status.PROGRESSING and new.step != m.SHADOW_STEP and (
-            window is None or window[0] != key
-        ):  # a new step or a fresh window: count from now; a hold keeps its window growing
-            self._windows[new.route] = (key, self._snapshots(new, rr))
+        if new.status is m.Status.PROGRESSING and new.step != m.SHADOW_STEP:
+            # The next look folds what the arms do from here on into the stored evidence.
+            self._windows[new.route] = (new_rev, snapshots or self._snapshots(new, rr))
+        else:
+            self._windows.pop(new.route, None)
         self._ensure_backend(new)
         self._state.current.apply_weights(new.route, weights, "rollout")
-        if event is m.Event.ROLLED_BACK:
+        if new.status is m.Status.ROLLED_BACK and event in (m.Event.ROLLED_BACK,
+                                                            m.Event.INCONCLUSIVE):
             self._state.current.routes[new.route].stats.record_rollback(
                 _reason_code(new) if actor == CONTROLLER else "manual")
         if event is not m.Event.HOLD:
@@ -302,12 +317,12 @@ class RolloutController:
 
 def _reason_code(st: m.RolloutState) -> str:
     """A short, bounded label for ``splitway_rollbacks_total{reason}``: the rule that
-    failed (``critical``, ``not_enough_data``, ``error_rate``, ``latency``, ``shadow_*``)."""
+    failed (``critical``, ``inconclusive``, ``error_rate``, ``latency``, ``shadow_*``)."""
     reason = st.reason or ""
     if reason.startswith("critical"):
         return "critical"
-    if reason.startswith("not enough data"):
-        return "not_enough_data"
+    if reason.startswith("inconclusive"):
+        return "inconclusive"
     last = st.analyses[-1] if st.analyses else None
     failed = [c["name"] for c in last["checks"] if c["passed"] is False] if last else []
     return str(failed[0]) if failed else "failed_check"
@@ -317,6 +332,9 @@ def _text(st: m.RolloutState, event: m.Event) -> str:
     who = f"{st.candidate}" + (f" ({st.version})" if st.version else "")
     if event is m.Event.ROLLED_BACK:
         return f":rotating_light: splitway rolled back {who} on {st.route}: {st.reason}"
+    if event is m.Event.INCONCLUSIVE:
+        return (f":warning: splitway rollout of {who} on {st.route} is inconclusive "
+                f"({st.status}): {st.reason}")
     if event is m.Event.SUCCEEDED:
         return f":white_check_mark: splitway promoted {who} on {st.route} to 100%"
     return (f"splitway rollout {event} on {st.route}: {who} at "

@@ -8,12 +8,14 @@ simulator runs the real judge and state machine.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from proxy.config import Rollout
 from proxy.rollout import machine as m
-from proxy.rollout.analysis import Arm, Check, Judgement, Policy, judge
+from proxy.rollout.analysis import Arm, Check, Judgement, Policy, Verdict
+from proxy.rollout.judge import judge
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +31,8 @@ def judge_policy(policy: Rollout) -> Policy:
     """The judge's view of a route's ``rollout`` policy."""
     a = policy.analysis
     return Policy(min_requests=a.min_requests, max_error_rate=a.max_error_rate,
-                  max_latency_ratio=a.max_latency_ratio, latency_quantile=a.latency_quantile,
-                  alpha=a.alpha, alpha_vs_baseline=a.alpha_vs_baseline,
+                  max_error_ratio=a.max_error_ratio, max_latency_ratio=a.max_latency_ratio,
+                  latency_quantile=a.latency_quantile, alpha=a.alpha,
                   critical_error_rate=a.critical_error_rate,
                   critical_min_requests=a.critical_min_requests,
                   health_only=policy.strategy in ("rolling", "blue_green"),
@@ -38,12 +40,22 @@ def judge_policy(policy: Rollout) -> Policy:
                   json_max_drop=a.json_metric.max_drop if a.json_metric else 0.0)
 
 
+_IDLE = Judgement(Verdict.HOLD, (), reason="not judging: the rollout is not progressing "
+                                           "at a live step")
+
+
 def look(state: m.RolloutState, policy: Rollout, base: Arm, cand: Arm, now: float,
          extra: Sequence[Check] = ()) -> Looked:
     """One look: ``base``/``cand`` are what each arm did SINCE THE PREVIOUS LOOK
     (increments, not cumulative); the evidence carried in ``state`` accumulates them.
-    ``extra`` are checks made elsewhere (PromQL queries) that join the verdict."""
-    j = judge(judge_policy(policy), base, cand, extra)
-    new, event = m.on_tick(state, policy, j, now,
-                           {"baseline": base.summary(), "candidate": cand.summary()})
+    ``extra`` are checks made elsewhere (PromQL queries) that join the verdict.
+
+    A rollout that is not progressing, or is in its shadow phase (judged by the controller
+    on the shadow report), is returned unchanged with no event."""
+    if state.status is not m.Status.PROGRESSING or state.step == m.SHADOW_STEP:
+        return Looked(state, None, _IDLE)
+    evidence = state.evidence.fold(base, cand, policy.analysis.max_error_ratio)
+    j = judge(judge_policy(policy), evidence, extra)
+    arms = {"baseline": evidence.baseline.summary(), "candidate": evidence.candidate.summary()}
+    new, event = m.on_tick(dataclasses.replace(state, evidence=evidence), policy, j, now, arms)
     return Looked(new, event, j)

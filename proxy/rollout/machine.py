@@ -3,12 +3,14 @@
 A rollout moves a route from ``baseline`` to ``candidate``:
 
 * ``canary`` — numeric ``steps`` are the candidate's weight; a ``"pause"`` step waits for
-  ``promote``; reaching a 100 % step is success. Each step below 100 % is judged over
-  the window since it began (``judge``), no sooner than ``step_interval_s``; a pass
-  advances, a hold waits (up to ``progress_deadline_s``, then the rollout fails with
-  "not enough data"), a fail counts toward
-  ``failed_checks_to_rollback`` — **consecutive** failed analyses (a pass resets the
-  count, a hold does not), reset per rollout — and then rolls back.
+  ``promote``; reaching a 100 % step is success. Each step below 100 % is judged on the
+  evidence accumulated since the rollout started (:mod:`proxy.rollout.judge`, folded look by
+  look by :func:`proxy.rollout.look.look`). A **fail** rolls back at the look that shows it
+  (the tests are valid at any look); a **pass** advances no sooner than ``step_interval_s``
+  after the step began; a **hold** waits, and a step still inconclusive after
+  ``progress_deadline_s`` does what ``on_inconclusive`` says: ``pause`` (the default:
+  status paused, event ``inconclusive``, no quarantine) or ``rollback`` (rolled back,
+  event ``inconclusive``, no quarantine either).
 * ``rolling`` — the same steps, judged on health only (critical and absolute error rate).
 * ``blue_green`` — the candidate takes only pinned and shadow traffic (weight 0) while it is
   judged in health mode; on a pass it takes 100 % at once. The baseline keeps its pool, so
@@ -16,7 +18,8 @@ A rollout moves a route from ``baseline`` to ``candidate``:
 * an optional **shadow phase** comes first: the candidate's mirrored answers must agree
   (mismatch and error rates under the limits) before it takes live traffic.
 
-A critical breach rolls back on the next tick whatever the step's timer says. A finished
+A critical breach rolls back on the next tick whatever the step's timer says. The shadow
+phase's threshold judge acts only at ``next_judge_at``. A finished
 rollout (succeeded, rolled back, aborted) leaves the route at candidate 100 % or baseline
 100 %. All times are UNIX seconds from an injected clock.
 """
@@ -31,6 +34,7 @@ from typing import Any
 
 from proxy.config import Rollout
 from proxy.rollout.analysis import Judgement, Verdict
+from proxy.rollout.evidence import Evidence
 
 MAX_ANALYSES = 100
 
@@ -59,7 +63,7 @@ class Event(StrEnum):
     ROLLED_BACK = "rolled_back"
     ABORTED = "aborted"
     HOLD = "hold"
-    CHECK_FAILED = "check_failed"
+    INCONCLUSIVE = "inconclusive"
 
 
 def iso(ts: float) -> str:
@@ -86,20 +90,26 @@ class RolloutState:
     version: str | None = None
     candidate_backend: str | None = None
     analyses: tuple[dict[str, Any], ...] = field(default=())
+    evidence: Evidence = field(default_factory=Evidence)  # the judge's input, whole rollout
 
     def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["status"] = str(self.status)
         data["steps"] = list(self.steps)
+        data["weights"] = dict(self.weights)
         data["analyses"] = list(self.analyses)
+        data["evidence"] = self.evidence.to_json()
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RolloutState:
+        """Read :meth:`to_json`'s shape; a state stored before evidence was kept resumes
+        with empty evidence."""
         data = dict(data)
         data["status"] = Status(data["status"])
         data["steps"] = tuple(data["steps"])
         data["analyses"] = tuple(data.get("analyses", ()))
+        data["evidence"] = Evidence.from_json(data.get("evidence"))
         return cls(**data)
 
     def document(self) -> dict[str, Any]:
@@ -165,45 +175,52 @@ def _enter_step(state: RolloutState, policy: Rollout, step: int, now: float) -> 
     status = Status.PAUSED if policy.steps[step] == "pause" else Status.PROGRESSING
     return dataclasses.replace(
         state, step=step, status=status, holding_since=None, step_started_at=now,
-        next_judge_at=now + policy.step_interval_s,
+        next_judge_at=now + policy.step_interval_s, evidence=state.evidence.new_step(),
         weights=_weights(state.baseline, state.candidate, step_weight(policy, step)))
 
 
 def on_tick(state: RolloutState, policy: Rollout, j: Judgement, now: float,
             arms: dict[str, dict[str, Any]] | None = None) -> tuple[RolloutState, Event | None]:
-    """Apply one judgement of the current window; returns the new state and what happened
-    (``None``: nothing worth recording)."""
+    """Apply one judgement; returns the new state and what happened (``None``: nothing
+    worth recording)."""
     if state.status is not Status.PROGRESSING:
         return state, None
     arms = arms or {}
     if j.critical:
         rolled = _end(state, Status.ROLLED_BACK, f"critical: {j.reason}", now,
-                      analyses=_record(state, j, now, arms))
+                      analyses=_record(state, j, now, arms), failed_checks=1)
         return rolled, Event.ROLLED_BACK
-    if now < state.next_judge_at:
+    # A live step's tests are anytime-valid: a fail counts at any look. The shadow phase's
+    # thresholds are read only when the step's timer says so.
+    live_fail = j.verdict is Verdict.FAIL and state.step != SHADOW_STEP
+    if now < state.next_judge_at and not live_fail:
         return state, None
     analyses = _record(state, j, now, arms)
+    if j.verdict is Verdict.FAIL:
+        return _end(state, Status.ROLLED_BACK, j.reason, now, analyses=analyses,
+                    failed_checks=1), Event.ROLLED_BACK
     if j.verdict is Verdict.PASS:
-        passed = dataclasses.replace(state, analyses=analyses, failed_checks=0)
-        nxt = _enter_step(passed, policy, state.step + 1, now)
+        nxt = _enter_step(dataclasses.replace(state, analyses=analyses), policy,
+                          state.step + 1, now)
         event = {Status.SUCCEEDED: Event.SUCCEEDED, Status.PAUSED: Event.PAUSED}.get(
             nxt.status, Event.STEP)
         return nxt, event
-    if j.verdict is Verdict.HOLD:
-        since = state.holding_since if state.holding_since is not None else state.step_started_at
-        if now - since >= policy.progress_deadline_s:
-            return _end(state, Status.ROLLED_BACK, f"not enough data: {j.reason}", now,
-                        analyses=analyses), Event.ROLLED_BACK
-        return dataclasses.replace(state, analyses=analyses, holding_since=since,
-                                   next_judge_at=now + policy.step_interval_s), Event.HOLD
-    failed = state.failed_checks + 1
-    if failed >= policy.analysis.failed_checks_to_rollback:
-        return _end(state, Status.ROLLED_BACK, j.reason, now, analyses=analyses,
-                    failed_checks=failed), Event.ROLLED_BACK
-    # Not yet: judge a fresh window at the same step.
-    return dataclasses.replace(state, analyses=analyses, failed_checks=failed,
-                               holding_since=None, step_started_at=now,
-                               next_judge_at=now + policy.step_interval_s), Event.CHECK_FAILED
+    since = state.holding_since if state.holding_since is not None else state.step_started_at
+    if now - since >= policy.progress_deadline_s:
+        return _inconclusive(state, policy, j, now, analyses), Event.INCONCLUSIVE
+    return dataclasses.replace(state, analyses=analyses, holding_since=since,
+                               next_judge_at=now + policy.step_interval_s), Event.HOLD
+
+
+def _inconclusive(state: RolloutState, policy: Rollout, j: Judgement, now: float,
+                  analyses: tuple[dict[str, Any], ...]) -> RolloutState:
+    """A step neither failed nor passed by its deadline: pause (wait for a person) or roll
+    back, as ``on_inconclusive`` says; never quarantined (nothing was shown wrong)."""
+    reason = f"inconclusive after {policy.progress_deadline_s:g} s: {j.reason}"
+    if policy.on_inconclusive == "rollback":
+        return _end(state, Status.ROLLED_BACK, reason, now, analyses=analyses)
+    return dataclasses.replace(state, status=Status.PAUSED, reason=reason, analyses=analyses,
+                               holding_since=None)
 
 
 class InvalidTransition(Exception):
@@ -222,7 +239,8 @@ def resume(state: RolloutState, policy: Rollout, now: float) -> RolloutState:
     if state.step >= 0 and policy.steps[state.step] == "pause":
         return _enter_step(state, policy, state.step + 1, now)  # a pause step: go past it
     return dataclasses.replace(state, status=Status.PROGRESSING, step_started_at=now,
-                               holding_since=None, next_judge_at=now + policy.step_interval_s)
+                               holding_since=None, reason=None,
+                               next_judge_at=now + policy.step_interval_s)
 
 
 def promote(state: RolloutState, policy: Rollout, now: float, *, to_end: bool = False,

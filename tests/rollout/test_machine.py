@@ -56,7 +56,7 @@ def test_critical_breach_rolls_back_at_once() -> None:
     assert s.weights == {"stable": 100, "canary": 0} and "critical" in (s.reason or "")
 
 
-def test_hold_until_progress_deadline_then_not_enough_data() -> None:
+def test_hold_until_progress_deadline_then_pause_as_inconclusive() -> None:
     p = policy(progress_deadline_s=30)
     s = m.start("r1", "route", p, now=0)
     t = 10.0
@@ -65,22 +65,69 @@ def test_hold_until_progress_deadline_then_not_enough_data() -> None:
     while s.status is m.Status.PROGRESSING:
         t += 10
         s, ev = m.on_tick(s, p, HOLD, t)
-    assert t == 30 and s.status is m.Status.ROLLED_BACK
-    assert (s.reason or "").startswith("not enough data")
+    assert t == 30 and ev is m.Event.INCONCLUSIVE
+    assert s.status is m.Status.PAUSED and s.weights["canary"] == 5  # stays where it was
+    assert (s.reason or "").startswith("inconclusive after 30 s: 3 of 1000")
+    resumed = m.resume(s, p, 40)
+    assert resumed.status is m.Status.PROGRESSING and resumed.reason is None
 
 
-def test_consecutive_failed_checks_counter_resets_on_pass() -> None:
-    p = policy(analysis=Analysis(failed_checks_to_rollback=2))
+def test_a_deadline_just_after_the_look_is_still_a_hold() -> None:
+    p = policy(progress_deadline_s=30.001)
     s = m.start("r1", "route", p, now=0)
+    for t in (10, 20, 30):
+        s, ev = m.on_tick(s, p, HOLD, t)
+        assert ev is m.Event.HOLD
+    s, ev = m.on_tick(s, p, HOLD, 40)
+    assert ev is m.Event.INCONCLUSIVE
+
+
+def test_inconclusive_rollback_policy_rolls_back() -> None:
+    p = policy(progress_deadline_s=10, on_inconclusive="rollback")
+    s = m.start("r1", "route", p, now=0)
+    s, ev = m.on_tick(s, p, HOLD, 10)
+    assert ev is m.Event.INCONCLUSIVE and s.status is m.Status.ROLLED_BACK
+    assert s.weights == {"stable": 100, "canary": 0}
+    assert (s.reason or "").startswith("inconclusive")
+
+
+def test_a_failed_live_check_rolls_back_at_once_whatever_the_timer() -> None:
+    p = policy()
+    s = m.start("r1", "route", p, now=0)
+    s, ev = m.on_tick(s, p, FAIL, 0.5)  # before next_judge_at: anytime-valid
+    assert ev is m.Event.ROLLED_BACK and s.status is m.Status.ROLLED_BACK
+    assert s.reason == "bad" and s.failed_checks == 1 and s.weights["canary"] == 0
+    assert s.analyses[-1]["decision"] == "fail"
+
+
+def test_a_pass_waits_for_the_step_interval_but_not_a_fail() -> None:
+    p = policy()
+    s = m.start("r1", "route", p, now=0)
+    assert m.on_tick(s, p, PASS, 9.999) == (s, None)
+    assert m.on_tick(s, p, HOLD, 9.999) == (s, None)
+    s2, ev = m.on_tick(s, p, PASS, 10.0)
+    assert ev is m.Event.STEP and s2.step == 1
+
+
+def test_shadow_phase_fail_waits_for_its_timer() -> None:
+    p = policy(shadow_phase=ShadowPhase(min_compared=100))
+    s = m.start("r1", "route", p, now=0)
+    assert m.on_tick(s, p, FAIL, 5) == (s, None)
     s, ev = m.on_tick(s, p, FAIL, 10)
-    assert ev is m.Event.CHECK_FAILED and s.failed_checks == 1 and s.step == 0
-    s, ev = m.on_tick(s, p, HOLD, 20)  # a hold does not reset the count
-    assert s.failed_checks == 1
-    s, ev = m.on_tick(s, p, PASS, 30)
-    assert s.failed_checks == 0 and s.step == 1
-    s, _ = m.on_tick(s, p, FAIL, 40)
-    s, ev = m.on_tick(s, p, FAIL, 50)
-    assert ev is m.Event.ROLLED_BACK and s.failed_checks == 2
+    assert ev is m.Event.ROLLED_BACK
+
+
+def test_retired_failed_checks_to_rollback_is_a_config_error_saying_why() -> None:
+    with pytest.raises(ValueError, match="failed_checks_to_rollback is retired: the evidence"):
+        policy(analysis={"failed_checks_to_rollback": 2})
+    with pytest.raises(ValueError, match="failed_checks_to_rollback is retired"):
+        policy(analysis={"failed_checks_to_rollback": True})
+    # 1 (the contract's example) keeps its meaning: one failed check rolls back
+    assert policy(analysis={"failed_checks_to_rollback": 1}).analysis == Analysis()
+    with pytest.raises(ValueError, match="alpha_vs_baseline is retired"):
+        Analysis.model_validate({"alpha_vs_baseline": 0.001})
+    with pytest.raises(ValueError, match="on_inconclusive"):
+        policy(on_inconclusive="ignore")
 
 
 def test_pause_step_waits_for_promote() -> None:
@@ -138,6 +185,8 @@ def test_state_round_trips_through_json() -> None:
     s = m.start("r1", "route", p, now=0, version="sentiment@2.1.0", candidate_backend="b2")
     s, _ = m.on_tick(s, p, PASS, 10)
     assert m.RolloutState.from_json(s.to_json()) == s
+    stored_before = {k: v for k, v in s.to_json().items() if k != "evidence"}
+    assert m.RolloutState.from_json(stored_before).evidence == m.Evidence()
     doc = s.document()
     assert doc["state"] == "paused" and doc["steps"] == [5, "pause", 100]
     assert doc["analyses"][0]["decision"] == "pass"
