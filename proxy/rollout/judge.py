@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from operator import itemgetter
 
 from proxy.rollout.analysis import Check, Judgement, Policy, Verdict, combine
 from proxy.rollout.evidence import Evidence
@@ -80,6 +81,10 @@ def _error_check(p: Policy, ev: Evidence, a: float) -> Check:
     return Check("error_rate", None, f"{label}: not yet shown below the limit ({figures})")
 
 
+def _count(hist: Sequence[tuple[float, int]]) -> int:
+    return sum(map(itemgetter(1), hist))
+
+
 def _latency_check(p: Policy, ev: Evidence, a: float) -> Check:
     q, r = p.latency_quantile, p.max_latency_ratio
     lc, uc = quantile_bounds(ev.candidate.latency, q, a)
@@ -87,8 +92,8 @@ def _latency_check(p: Policy, ev: Evidence, a: float) -> Check:
     low = lc / ub if ub > 0 else 0.0  # ub is infinite until the baseline bounds it
     high = uc / lb if lb > 0 else math.inf
     label = (f"p{q * 100:g} candidate [{lc:.1f}, {uc:.1f}] ms "
-             f"(n={sum(n for _, n in ev.candidate.latency)}), baseline [{lb:.1f}, {ub:.1f}] "
-             f"ms (n={sum(n for _, n in ev.baseline.latency)}): ratio in [{low:.2f}, "
+             f"(n={_count(ev.candidate.latency)}), baseline [{lb:.1f}, {ub:.1f}] "
+             f"ms (n={_count(ev.baseline.latency)}): ratio in [{low:.2f}, "
              f"{high:.2f}], limit {r:g} (α={a:.2g})")
     if low > r:
         return Check("latency", False, f"{label}: above the limit")

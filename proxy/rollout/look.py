@@ -56,6 +56,9 @@ def look(state: m.RolloutState, policy: Rollout, base: Arm, cand: Arm, now: floa
         return Looked(state, None, _IDLE)
     evidence = state.evidence.fold(base, cand, policy.analysis.max_error_ratio)
     j = judge(judge_policy(policy), evidence, extra)
-    arms = {"baseline": evidence.baseline.summary(), "candidate": evidence.candidate.summary()}
+    # The figures recorded with an analysis, built only for a look the machine records.
+    recorded = j.verdict is Verdict.FAIL or now >= state.next_judge_at
+    arms = {"baseline": evidence.baseline.summary(),
+            "candidate": evidence.candidate.summary()} if recorded else None
     new, event = m.on_tick(dataclasses.replace(state, evidence=evidence), policy, j, now, arms)
     return Looked(new, event, j)

@@ -21,7 +21,10 @@ error widens the interval instead of biasing it.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
+from itertools import accumulate
+from operator import itemgetter
 
 from proxy.rollout.sequential import log_e_above, log_e_below
 
@@ -61,14 +64,17 @@ def rank_bounds(t: int, q: float, alpha: float) -> tuple[int, int]:
     return b_star + 1, c_below + 1
 
 
+def _at(hist: Sequence[tuple[float, int]], cumulative: Sequence[int], rank: int) -> float:
+    i = bisect_left(cumulative, rank)
+    if not 1 <= rank <= (cumulative[-1] if cumulative else 0):
+        raise ValueError(f"rank {rank} of a histogram of "
+                         f"{cumulative[-1] if cumulative else 0} observations")
+    return hist[i][0]
+
+
 def order_statistic(hist: Sequence[tuple[float, int]], rank: int) -> float:
     """The bucket value (ms) holding the ``rank``-th smallest observation (1-based)."""
-    seen = 0
-    for value, count in hist:
-        seen += count
-        if seen >= rank:
-            return value
-    raise ValueError(f"rank {rank} of a histogram of {seen} observations")
+    return _at(hist, list(accumulate(map(itemgetter(1), hist))), rank)
 
 
 def quantile_bounds(hist: Sequence[tuple[float, int]], q: float, alpha: float,
@@ -76,8 +82,9 @@ def quantile_bounds(hist: Sequence[tuple[float, int]], q: float, alpha: float,
     """A (1 − ``alpha``) confidence sequence ``(low, high)`` in ms for the ``q``-quantile of
     the latencies in ``hist`` (sorted (bucket value ms, count) pairs): ``low`` is 0 and
     ``high`` infinite until the data bound them."""
-    t = sum(c for _, c in hist)
+    cumulative = list(accumulate(map(itemgetter(1), hist)))
+    t = cumulative[-1] if cumulative else 0
     lo, hi = rank_bounds(t, q, alpha)
-    low = bucket_edges(order_statistic(hist, lo))[0] if lo >= 1 else 0.0
-    high = bucket_edges(order_statistic(hist, hi))[1] if hi <= t else math.inf
+    low = bucket_edges(_at(hist, cumulative, lo))[0] if lo >= 1 else 0.0
+    high = bucket_edges(_at(hist, cumulative, hi))[1] if hi <= t else math.inf
     return low, high

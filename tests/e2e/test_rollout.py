@@ -111,7 +111,7 @@ async def test_erroring_canary_is_rolled_back_with_webhook_and_audit(
     assert doc["state"] == "rolled_back" and doc["weights"] == {"stable": 100, "canary": 0}
     judged = [a for a in doc["analyses"] if a["decision"] != "hold"]
     assert [a["decision"] for a in judged] == ["fail"], "rolled back at its first judged window"
-    assert "above 1.00%" in doc["reason"]
+    assert "above the 1.00% limit" in doc["reason"]
     hook = next(h for h in hooks.received if h["event"] == "rollout.rolled_back")
     assert hook["reason"] == doc["reason"] and "rolled back" in hook["text"]
     assert 'splitway_rollbacks_total{reason="error_rate",route="r"} 1.0' in metrics
@@ -134,7 +134,7 @@ async def test_slow_canary_is_rolled_back_for_latency(
         _, doc = await poll(lambda: api(http, p, "GET", "/api/v1/routes/r/rollout"),
                             lambda sd: sd[1]["state"] != "progressing")
     assert doc["state"] == "rolled_back"
-    assert "Mann-Whitney" in doc["reason"] and "p50" in doc["reason"]
+    assert "p50 candidate" in doc["reason"] and "above the limit" in doc["reason"]
 
 
 async def test_kill_9_resumes_at_the_same_step(
@@ -277,11 +277,14 @@ async def test_low_traffic_window_keeps_growing_through_holds(
     tmp_path: Path, sample_servers: StartServer
 ) -> None:
     v1, v2 = await sample_servers("v1"), await sample_servers("v2")
+    # max_error_rate 0.2: about 40 clean candidate requests show a rate under it (at 1 %,
+    # it takes about 800 — docs/rollouts.md).
     cfg = tokens_free(rollout_cfg(v1.url, v2.url, steps=[50, 100], step_interval_s=0.3,
-                                  analysis={**FAST, "min_requests": 30}), tmp_path)
+                                  analysis={**FAST, "min_requests": 30,
+                                            "max_error_rate": 0.2}), tmp_path)
     async with running_proxy(tmp_path, cfg) as p, aiohttp.ClientSession(headers=AUTH) as http:
         await api(http, p, "POST", "/api/v1/routes/r/rollouts", {})
-        for i in range(80):  # ~10 requests per step interval: several holds first
+        for i in range(160):  # ~10 requests per step interval: several holds first
             async with http.get(p.data_url + f"/p?{i}") as r:
                 await r.read()
             await asyncio.sleep(0.03)
