@@ -147,3 +147,23 @@ async def running_proxy(tmp_path: Path, cfg: dict[str, Any], *args: str,
         yield p
     finally:
         await p.stop()
+
+
+async def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+                  timeout: float = 60) -> tuple[int, str, str]:
+    """Run the real ``splitway`` CLI to its end: (exit code, stdout, stderr). ``env``
+    replaces the environment (default: this one without ``SPLITWAY_*`` variables, so the
+    developer's own settings cannot leak in). Killed and reaped if it outlives ``timeout``."""
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPLITWAY_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "proxy", *args, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=env, cwd=cwd)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

@@ -4,10 +4,8 @@ CLI run as a subprocess that is always reaped."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 from psycopg import sql
 
 from tests.control.conftest import BACKENDS, PG_URL, Target
-from tests.harness import proxy_config, write_config
+from tests.harness import proxy_config, run_cli, write_config
 
 AUDIT_ENV = ("SPLITWAY_AUDIT_HMAC_KEY", "SPLITWAY_AUDIT_HMAC_KEY_NEW",
              "SPLITWAY_AUDIT_HMAC_PREVIOUS_KEYS")
@@ -68,18 +66,8 @@ def clean_env(**keys: str | None) -> dict[str, str]:
 
 async def splitway(*args: str, env: dict[str, str], timeout: float = 30,
                    cwd: Path | None = None) -> tuple[int, str, str]:
-    """Run the real CLI to its end; killed (and reaped) if it outlives ``timeout``."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxy", *args, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env, cwd=cwd)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    """Run the real CLI to its end with exactly ``env``."""
+    return await run_cli(*args, env=env, timeout=timeout, cwd=cwd)
 
 
 def lines(text: str) -> list[str]:

@@ -8,38 +8,20 @@ one line per problem naming the field, exit 2; ``check --no-files`` skips them.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import os
 import shutil
 import ssl
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 import yaml
 
-from tests.harness import proxy_config, running_proxy
+from tests.harness import proxy_config, run_cli, running_proxy
 
 ROUTES = [{"name": "r", "match": {"path_prefix": "/"}, "variants": {"a": "v1"},
            "split": {"weights": {"a": 1}}}]
-
-
-async def splitway(*args: str, cwd: Path, timeout: float = 60) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPLITWAY_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxy", *args, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env, cwd=cwd)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 def make_cert(directory: Path, name: str) -> tuple[Path, Path]:
@@ -64,7 +46,7 @@ def write(tmp_path: Path, **extra: object) -> Path:
 async def test_missing_files_are_named_by_check_and_run(tmp_path: Path, command: str) -> None:
     path = write(tmp_path, tls={"cert": "tls/cert.pem", "key": "/nowhere/key.pem"},
                  admin={"tokens_file": "tokens.yaml"})
-    code, out, err = await splitway(command, "-c", str(path), cwd=tmp_path)
+    code, out, err = await run_cli(command, "-c", str(path), cwd=tmp_path)
     assert code == 2, err
     assert err.splitlines() == [
         f"{path}: tls.cert: file not found: {tmp_path / 'tls' / 'cert.pem'}",
@@ -73,7 +55,7 @@ async def test_missing_files_are_named_by_check_and_run(tmp_path: Path, command:
     ], err
     assert "ready" not in out
 
-    code, out, err = await splitway("check", "--no-files", "-c", str(path), cwd=tmp_path)
+    code, out, err = await run_cli("check", "--no-files", "-c", str(path), cwd=tmp_path)
     assert code == 0 and out.strip() == f"{path}: ok", err
 
 
@@ -84,7 +66,7 @@ async def test_unusable_files_are_named(tmp_path: Path, command: str) -> None:
     (tmp_path / "tokens.yaml").write_text("tokens:\n  - {sha256: abc, user: ann, roles: [root]}\n")
     path = write(tmp_path, tls={"cert": str(cert), "key": str(other_key)},
                  admin={"tokens_file": "tokens.yaml"})
-    code, _, err = await splitway(command, "-c", str(path), cwd=tmp_path)
+    code, _, err = await run_cli(command, "-c", str(path), cwd=tmp_path)
     assert code == 2 and "Traceback" not in err, err
     lines = err.splitlines()
     assert lines[0] == f"{path}: tls.key: {other_key} does not match the certificate in {cert}"
@@ -93,7 +75,7 @@ async def test_unusable_files_are_named(tmp_path: Path, command: str) -> None:
     assert lines[2].startswith(f"{path}: admin.tokens_file: {tokens}: tokens[0].roles[0]: "), lines
 
     path = write(tmp_path, tls={"cert": str(key), "key": str(cert)})  # swapped
-    code, _, err = await splitway(command, "-c", str(path), cwd=tmp_path)
+    code, _, err = await run_cli(command, "-c", str(path), cwd=tmp_path)
     assert code == 2 and err.splitlines() == [
         f"{path}: tls.cert: no PEM certificate in {key}",
         f"{path}: tls.key: no PEM private key in {cert}"], err
@@ -102,7 +84,7 @@ async def test_unusable_files_are_named(tmp_path: Path, command: str) -> None:
     subprocess.run(["openssl", "rsa", "-in", str(key), "-aes256", "-passout", "pass:pw",
                     "-out", str(enc)], check=True, capture_output=True, timeout=60)
     path = write(tmp_path, tls={"cert": str(cert), "key": str(enc)})
-    code, _, err = await splitway(command, "-c", str(path), cwd=tmp_path)
+    code, _, err = await run_cli(command, "-c", str(path), cwd=tmp_path)
     assert code == 2 and err.strip() == (
         f"{path}: tls.key: {enc} is encrypted; give an unencrypted key (file mode 0600)"), err
 
@@ -115,7 +97,7 @@ async def test_good_files_pass_check_and_serve_tls(tmp_path: Path) -> None:
          "roles": ["viewer"]}]}))
     path = write(tmp_path, tls={"cert": cert.name, "key": key.name},
                  admin={"listen": "127.0.0.1:0", "tokens_file": "tokens.yaml"})
-    code, out, err = await splitway("check", "-c", str(path), cwd=tmp_path)
+    code, out, err = await run_cli("check", "-c", str(path), cwd=tmp_path)
     assert code == 0 and out.strip() == f"{path}: ok", err
 
     cfg = yaml.safe_load(path.read_text())

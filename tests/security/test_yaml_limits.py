@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import signal
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ import aiohttp
 import pytest
 import yaml
 
-from tests.harness import ProxyProcess, proxy_config, running_proxy, write_config
+from tests.harness import ProxyProcess, proxy_config, run_cli, running_proxy, write_config
 
 ROUTES = [{"name": "r", "match": {"path_prefix": "/"}, "variants": {"a": "v1"},
            "split": {"weights": {"a": 1}}}]
@@ -50,21 +48,6 @@ BAD: dict[str, tuple[str, str]] = {
 }
 
 
-async def splitway(*args: str, cwd: Path, timeout: float = 60) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPLITWAY_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "proxy", *args, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env=env, cwd=cwd)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 def valid_text(tmp_path: Path, **extra: Any) -> str:
     cfg = proxy_config({"v1": ["http://127.0.0.1:9"]}, ROUTES, **extra)
     cfg.setdefault("state", f"sqlite:///{tmp_path / 'state.db'}")
@@ -78,7 +61,7 @@ async def test_check_and_run_refuse_with_one_line(tmp_path: Path, command: str,
     tail, message = BAD[case]
     path = tmp_path / "splitway.yaml"
     path.write_text(valid_text(tmp_path) + tail)
-    code, out, err = await splitway(command, "-c", str(path), cwd=tmp_path)
+    code, out, err = await run_cli(command, "-c", str(path), cwd=tmp_path)
     assert code == 2, err
     assert err.count("\n") == 1 and message in err, err
     assert err.startswith(f"{path}: line "), err
@@ -88,7 +71,7 @@ async def test_check_and_run_refuse_with_one_line(tmp_path: Path, command: str,
 async def test_oversized_file_is_refused_before_parsing(tmp_path: Path) -> None:
     path = tmp_path / "splitway.yaml"
     path.write_text(valid_text(tmp_path) + "# " + "x" * (5 << 20) + "\n")
-    code, _, err = await splitway("check", "-c", str(path), cwd=tmp_path)
+    code, _, err = await run_cli("check", "-c", str(path), cwd=tmp_path)
     assert code == 2
     assert err.strip() == f"{path}: (whole file): larger than 4 MiB, the most YAML splitway reads"
 
@@ -97,7 +80,7 @@ async def test_tokens_file_gets_the_same_limits(tmp_path: Path) -> None:
     (tmp_path / "tokens.yaml").write_text("tokens: " + "[" * 5000 + "]" * 5000 + "\n")
     path = tmp_path / "splitway.yaml"
     path.write_text(valid_text(tmp_path, admin={"tokens_file": "tokens.yaml"}))
-    code, _, err = await splitway("check", "-c", str(path), cwd=tmp_path)
+    code, _, err = await run_cli("check", "-c", str(path), cwd=tmp_path)
     assert code == 2 and "Traceback" not in err, err
     assert err.strip() == (f"{path}: admin.tokens_file: {tmp_path / 'tokens.yaml'}: line 1, "
                            "column 72: nested deeper than 64 levels"), err
