@@ -217,6 +217,8 @@ class Summary:
         out["rolled_back_by"] = dict(sorted(Counter(r.rule for r in backs).items()))
         out["rolled_back_at_step"] = {str(s): c for s, c in
                                       sorted(Counter(r.step for r in backs).items())}
+        out["decided_at_step"] = {str(s): c for s, c in
+                                  sorted(Counter(r.step for r in self.results).items())}
         sc = self.scenario
         out["scenario"] = {
             "rps": sc.rps, "baseline_error": sc.baseline.error_rate,

@@ -17,15 +17,14 @@ from proxy.rollout.analysis import Arm
 from proxy.rollout.simulate import Outcome, Scenario, run_once, simulate, simulation_policy
 from proxy.rollout.traffic import ArmModel, arm, histogram, latency_histogram
 
-#: The issue's rollout: 30 judged steps at (about) 3 %, then 100 %; 30 s per step.
-#: (``steps`` must increase, hence 3.00, 3.01, ... 3.29.)
-STEPS = [round(3 + i / 100, 2) for i in range(30)] + [100]
+#: The issue's rollout: 30 steps of 3 % (3, 6, ... 90), then 100 %; 30 s per step. (Its
+#: decisions under the judge are tested in test_policy_simulation.py.)
+STEPS = [3 * i for i in range(1, 31)] + [100]
 
 
 def policy(**analysis: object) -> Rollout:
     return Rollout.model_validate({
         "baseline": "stable", "candidate": "canary", "steps": STEPS, "step_interval_s": 30,
-        "progress_deadline_s": 300,
         "analysis": {"min_requests": 300, "max_error_rate": 0.01, **analysis}})
 
 
@@ -167,3 +166,4 @@ def test_summary_rates_and_wilson_intervals() -> None:
     assert doc["promoted"] + doc["rolled_back"] + doc["inconclusive"] + doc["unfinished"] == 10
     assert doc["median_seconds_to_decision"] == doc["median_seconds_to_rollback"]
     assert doc["rolled_back_at_step"] == {"0": 10}
+
