@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import proxy_config, write_config
+from tests.harness import proxy_config, run_cli, write_config
 
 STEPS = [3 * i for i in range(1, 31)] + [100]
 
@@ -34,15 +32,12 @@ def config(tmp_path: Path) -> Path:
     return write_config(tmp_path, cfg)
 
 
-def simulate(config: Path, *args: str) -> tuple[int, str, str]:
-    proc = subprocess.run([sys.executable, "-m", "proxy", "rollout", "simulate", "-c",
-                           str(config), *args], capture_output=True, text=True, timeout=100,
-                          check=False)
-    return proc.returncode, proc.stdout, proc.stderr
+async def simulate(config: Path, *args: str) -> tuple[int, str, str]:
+    return await run_cli("rollout", "simulate", "-c", str(config), *args, timeout=100)
 
 
-def simulate_json(config: Path, *args: str) -> dict[str, Any]:
-    code, out, err = simulate(config, "--route", "checkout", "--rps", "400", *args, "--json")
+async def simulate_json(config: Path, *args: str) -> dict[str, Any]:
+    code, out, err = await simulate(config, "--route", "checkout", "--rps", "400", *args, "--json")
     assert code == 0, err
     doc: dict[str, Any] = json.loads(out)
     return doc
@@ -78,10 +73,10 @@ SCENARIOS = [
 
 @pytest.mark.parametrize(("name", "route", "args", "expect"), SCENARIOS,
                          ids=[s[0] for s in SCENARIOS])
-def test_the_issues_scenarios_from_the_command_line(
+async def test_the_issues_scenarios_from_the_command_line(
         config: Path, name: str, route: str, args: list[str], expect: dict[str, Any]) -> None:
     # 400 req/s unless the scenario says otherwise (argparse: the last --rps wins)
-    code, out, err = simulate(config, "--route", route, "--rps", "400", *args,
+    code, out, err = await simulate(config, "--route", route, "--rps", "400", *args,
                               "--runs", str(RUNS), "--seed", "5", "--json")
     assert code == 0, err
     doc = json.loads(out)
@@ -93,20 +88,20 @@ def test_the_issues_scenarios_from_the_command_line(
     assert low <= doc["rolled_back_rate"] <= high
 
 
-def test_a_healthy_candidate_is_promoted(config: Path) -> None:
-    doc = simulate_json(config, "--baseline-error", "0.001", "--candidate-error", "0.001",
+async def test_a_healthy_candidate_is_promoted(config: Path) -> None:
+    doc = await simulate_json(config, "--baseline-error", "0.001", "--candidate-error", "0.001",
                         "--runs", "5")
     assert doc["promoted"] == 5 and doc["rolled_back"] == 0
     assert doc["median_seconds_to_decision"] >= 30 * 30  # every step judged
 
 
-def test_the_same_seed_prints_the_same_json(config: Path) -> None:
+async def test_the_same_seed_prints_the_same_json(config: Path) -> None:
     args = ("--candidate-error", "0.03", "--runs", "4", "--seed", "9")
-    assert simulate_json(config, *args) == simulate_json(config, *args)
+    assert await simulate_json(config, *args) == await simulate_json(config, *args)
 
 
-def test_without_json_a_short_table(config: Path) -> None:
-    code, out, err = simulate(config, "--route", "checkout", "--candidate-error", "0.6",
+async def test_without_json_a_short_table(config: Path) -> None:
+    code, out, err = await simulate(config, "--route", "checkout", "--candidate-error", "0.6",
                               "--runs", "4")
     assert code == 0, err
     assert "OUTCOME" in out and re.search(r"rolled back\s+4\s+100.0%", out)
@@ -129,12 +124,12 @@ def test_without_json_a_short_table(config: Path) -> None:
     (["--route", "checkout", "--seed", "x"], "--seed 'x'"),
     (["--route", "checkout", "--look-every", "0.1"], "--look-every '0.1'"),
 ])
-def test_bad_input_is_one_line_and_exit_2(config: Path, args: list[str], says: str) -> None:
-    code, out, err = simulate(config, *args)
+async def test_bad_input_is_one_line_and_exit_2(config: Path, args: list[str], says: str) -> None:
+    code, out, err = await simulate(config, *args)
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and says in err and "Traceback" not in err
 
 
-def test_a_missing_config_file_is_exit_2(tmp_path: Path) -> None:
-    code, _, err = simulate(tmp_path / "missing.yaml", "--route", "checkout")
+async def test_a_missing_config_file_is_exit_2(tmp_path: Path) -> None:
+    code, _, err = await simulate(tmp_path / "missing.yaml", "--route", "checkout")
     assert code == 2 and "cannot read" in err and "Traceback" not in err
