@@ -172,6 +172,9 @@ class Limits(Model):
     max_header_bytes: Annotated[Int, Field(ge=1024, le=1 << 20)] = 64 << 10
     #: warning lines for malformed requests; more are counted and summarised
     malformed_log_per_s: Annotated[Int, Field(ge=1, le=10_000)] = 10
+    #: the longest wait for the next piece of a request body (nginx's client_body_timeout);
+    #: then 408 ``client_timeout``, charged to nobody
+    body_read_timeout_s: Annotated[PositiveFloat, Field(le=3600)] = 30.0
 
 
 class Admin(Model):
