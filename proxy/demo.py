@@ -5,10 +5,12 @@ sample servers, the real proxy (the same :func:`proxy.server.started` that
 ``splitway run`` uses, with a state store and a tokens file in a temporary directory), a
 load generator sending sticky-keyed requests, and two rollouts started through the admin
 API: a broken version (15 % errors) that the controller rolls back, then a healthy one that
-walks 5 → 25 → 50 → 100 %. Every analysis is printed as it happens; every second, per
-variant, the live weight, requests and errors in that second and latency quantiles, and how
-often a shadow version (``sentiment-v3``, sent a mirrored copy of every request) agrees with
-the live answers.
+walks 10 → 25 → 50 → 100 %, both on evidence (the policy: 100 candidate requests per step,
+a 5 % error limit, so a few hundred requests show the healthy version's 0.2 % under it; at a
+1 % limit that takes about 1,600 — see docs/rollouts.md). Every analysis is printed as it
+happens; every second, per variant, the live weight, requests and errors in that second
+and latency quantiles, and how often a shadow version (``sentiment-v3``, sent a mirrored
+copy of every request) agrees with the live answers.
 """
 
 from __future__ import annotations
@@ -53,9 +55,11 @@ def demo_settings(v1: str, v2: str, v3: str, v4: str, state_dir: Path,
                       "weights": {"stable": 100, "canary": 0}, "allow_pin": True},
             "shadow": {"backend": "sentiment-v3", "percent": 100,
                        "compare": {"json_path": "predictions", "rel_tol": 1e-3}},
-            "rollout": {"baseline": "stable", "candidate": "canary", "steps": [5, 25, 50, 100],
-                        "step_interval_s": STEP_INTERVAL_S, "progress_deadline_s": 60,
-                        "analysis": {"min_requests": 20, "latency_quantile": 0.5}},
+            "rollout": {"baseline": "stable", "candidate": "canary",
+                        "steps": [10, 25, 50, 100], "step_interval_s": STEP_INTERVAL_S,
+                        "progress_deadline_s": 60,
+                        "analysis": {"min_requests": 100, "max_error_rate": 0.05,
+                                     "latency_quantile": 0.5}},
         }],
     }
 

@@ -168,6 +168,54 @@ async def test_kill_9_resumes_at_the_same_step(
             await p.stop()
 
 
+async def test_kill_9_resumes_the_evidence_and_adds_to_it(
+    tmp_path: Path, sample_servers: StartServer
+) -> None:
+    """The evidence is stored with the state: after a kill -9 the next leader's analyses
+    count on from what was stored instead of starting afresh."""
+    v1, v2 = await sample_servers("v1"), await sample_servers("v2")
+    cfg = tokens_free(rollout_cfg(v1.url, v2.url, steps=[50, 100], step_interval_s=0.3,
+                                  analysis={**FAST, "min_requests": 1_000_000}), tmp_path)
+    path = write_config(tmp_path, cfg)
+
+    async def send(http: aiohttp.ClientSession, p: ProxyProcess, n: int) -> None:
+        for i in range(n):
+            async with http.get(p.data_url + f"/p?{i}") as r:
+                await r.read()
+
+    def counted(doc: dict[str, Any]) -> list[int]:
+        return [a["candidate"]["requests"] for a in doc["analyses"]]
+
+    p = await ProxyProcess.start(path)
+    async with aiohttp.ClientSession(headers=AUTH) as http:
+        try:
+            await api(http, p, "POST", "/api/v1/routes/r/rollouts", {})
+            await send(http, p, 200)  # about 100 reach the candidate
+            _, before = await poll(lambda: api(http, p, "GET", "/api/v1/routes/r/rollout"),
+                                   lambda sd: max(counted(sd[1]), default=0) >= 70, 20)
+            stored = max(counted(before))
+            p.signal(signal.SIGKILL)
+            await p.proc.wait()
+        finally:
+            await p.kill()
+        p = await ProxyProcess.start(path)
+        try:
+            _, doc = await api(http, p, "GET", "/api/v1/routes/r/rollout")
+            seen = len(doc["analyses"])
+            # Once the dead leader's lease has expired, the new one looks and records.
+            await poll(lambda: api(http, p, "GET", "/api/v1/routes/r/rollout"),
+                       lambda sd: len(sd[1]["analyses"]) > seen, 20)
+            await send(http, p, 200)
+            _, after = await poll(lambda: api(http, p, "GET", "/api/v1/routes/r/rollout"),
+                                  lambda sd: max(counted(sd[1])[seen:], default=0)
+                                  >= stored + 70, 20)
+        finally:
+            await p.stop()
+    resumed = counted(after)[seen:]
+    assert min(resumed) >= stored, (stored, resumed)  # on from the stored evidence
+    assert after["state"] == "progressing" and after["analyses"][-1]["decision"] == "hold"
+
+
 async def test_blue_green_switch_and_switch_back_lose_no_request(
     tmp_path: Path, sample_servers: StartServer
 ) -> None:

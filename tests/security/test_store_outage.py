@@ -153,10 +153,12 @@ async def experiment_requests(http: aiohttp.ClientSession, p: ProxyProcess) -> i
 async def outage_scenario(tmp_path: Path, sample_servers: StartServer,
                           outage: Outage) -> None:
     v1, v2 = await sample_servers("v1", latency_ms=2), await sample_servers("v2", latency_ms=2)
-    # Latency is not what this test judges: a loaded machine must not fail the canary.
+    # Latency is not what this test judges: a loaded machine must not fail the canary. A
+    # 20 % error limit: a few dozen clean requests show the canary under it (at 1 %, ~700).
     cfg = tokens_free(rollout_cfg(v1.url, v2.url, steps=[10, 50, 100], step_interval_s=0.5,
                                   progress_deadline_s=DEADLINE_S,
-                                  analysis={**FAST, "max_latency_ratio": 20}), tmp_path)
+                                  analysis={**FAST, "max_latency_ratio": 20,
+                                            "max_error_rate": 0.2}), tmp_path)
     # A second route, without a rollout, takes the weight writes and runs an experiment.
     cfg["routes"].insert(0, {"name": "w", "match": {"path_prefix": "/w"},
                              "variants": {"stable": "v1", "canary": "v2"},

@@ -126,8 +126,10 @@ async def test_blue_green_is_judged_on_trusted_pins_only(
     tmp_path: Path, sample_servers: StartServer, other_source: aiohttp.ClientSession
 ) -> None:
     v1, v2 = await sample_servers("v1", latency_ms=1), await sample_servers("v2", latency_ms=1)
+    # A 30 % error limit: the 30 clean trusted previews show the candidate under it.
     cfg = tokens_free(rollout_cfg(v1.url, v2.url, strategy="blue_green", step_interval_s=0.3,
-                                  progress_deadline_s=600), tmp_path)
+                                  progress_deadline_s=600,
+                                  analysis={**FAST, "max_error_rate": 0.3}), tmp_path)
     cfg["routes"][0]["split"]["trusted_pins"] = TRUSTED
     secret = {"x-splitway-pin-secret": SECRET}
     async with running_proxy(tmp_path, cfg, env=ENV) as p, \
