@@ -107,8 +107,6 @@ def _rule(state: m.RolloutState, outcome: Outcome) -> str:
         return "inconclusive"
     if reason.startswith("critical"):
         return "critical"
-    if reason.startswith("not enough data"):
-        return "not_enough_data"
     last = state.analyses[-1] if state.analyses else None
     failed = [str(c["name"]) for c in last["checks"] if c["passed"] is False] if last else []
     return failed[0] if failed else "failed_check"
@@ -117,7 +115,7 @@ def _rule(state: m.RolloutState, outcome: Outcome) -> str:
 def _outcome(state: m.RolloutState, event: m.Event | None) -> Outcome:
     # Inconclusive at the deadline pauses (or, with on_inconclusive: rollback, rolls
     # back): either way it is no evidence against the candidate, so it is counted apart.
-    if str(event) == "inconclusive" or (state.reason or "").startswith("inconclusive"):
+    if event is m.Event.INCONCLUSIVE:
         return Outcome.INCONCLUSIVE
     if state.status is m.Status.SUCCEEDED:
         return Outcome.PROMOTED

@@ -154,6 +154,19 @@ def test_the_simulated_policy_leaves_out_what_traffic_cannot_show() -> None:
         simulation_policy(p.model_copy(update={"strategy": "blue_green"}))
 
 
+@pytest.mark.parametrize("action", ["pause", "rollback"])
+def test_an_inconclusive_step_is_counted_apart_from_rollbacks_on_evidence(action: str,
+                                                                          ) -> None:
+    """A candidate exactly at the limit can never be shown inside it: its first step
+    reaches the deadline undecided, whatever on_inconclusive then does."""
+    p = policy().model_copy(update={"on_inconclusive": action})
+    s = simulate("r", p, scenario(0.01, 0.01), 10, seed=2)
+    assert s.count(Outcome.INCONCLUSIVE) == 10
+    doc = s.to_json()
+    assert doc["rolled_back"] == 0 and doc["rolled_back_by"] == {}
+    assert doc["median_seconds_to_decision"] == p.progress_deadline_s
+
+
 def test_the_cli_knows_the_controllers_tick() -> None:
     assert simulate_cli.TICK_S == controller.TICK_S
 
