@@ -84,18 +84,27 @@ class ArmModel:
 
 
 @lru_cache(maxsize=1)
-def _highest_ms() -> FloatArray:
-    """Each HdrHistogram counter's reported value in ms (its highest equivalent value)."""
+def _layout() -> tuple[int, int, int, int, int]:
     h = new_histogram()
-    return np.array([h.get_highest_equivalent_value(h.get_value_from_index(i)) / 1000.0
-                     for i in range(h.counts_len)], dtype=np.float64)
+    return (h.sub_bucket_mask, h.unit_magnitude, h.sub_bucket_half_count_magnitude,
+            h.sub_bucket_half_count, h.counts_len)
 
 
 @lru_cache(maxsize=1)
-def _layout() -> tuple[int, int, int, int]:
-    h = new_histogram()
-    return (h.sub_bucket_mask, h.unit_magnitude, h.sub_bucket_half_count_magnitude,
-            h.sub_bucket_half_count)
+def _highest_ms() -> FloatArray:
+    """Each HdrHistogram counter's reported value in ms: its highest equivalent value
+    (hdrh's ``get_value_from_index`` and ``get_highest_equivalent_value``, vectorised)."""
+    _, unit, half_mag, half_count, length = _layout()
+    i = np.arange(length, dtype=np.int64)
+    bucket = (i >> half_mag) - 1
+    sub = (i & (half_count - 1)) + half_count
+    first = bucket < 0  # the first bucket holds its lower half too
+    sub[first] -= half_count
+    bucket[first] = 0
+    lowest = sub << (bucket + unit)
+    highest = lowest + (np.int64(1) << (bucket + unit)) - 1
+    out: FloatArray = highest / 1000.0
+    return out
 
 
 def to_us(latencies_ms: FloatArray) -> IntArray:
@@ -108,7 +117,7 @@ def to_us(latencies_ms: FloatArray) -> IntArray:
 
 def bucket_index(us: IntArray) -> IntArray:
     """HdrHistogram's counter index of each value (``_counts_index_for``, vectorised)."""
-    mask, unit, half_mag, half_count = _layout()
+    mask, unit, half_mag, half_count, _ = _layout()
     # bit length of (v | mask) is hdrh's "64 - clz"; frexp's exponent is exactly that.
     pow2ceiling = np.frexp((us | mask).astype(np.float64))[1].astype(np.int64)
     bucket = pow2ceiling - unit - (half_mag + 1)

@@ -11,7 +11,7 @@ from scipy import stats
 
 from proxy.config import Rollout
 from proxy.errors import Cause
-from proxy.observe import HIGHEST_US, VariantStats
+from proxy.observe import HIGHEST_US, VariantStats, new_histogram
 from proxy.rollout import controller, simulate_cli, traffic
 from proxy.rollout.analysis import Arm
 from proxy.rollout.simulate import Outcome, Scenario, run_once, simulate, simulation_policy
@@ -50,6 +50,13 @@ def test_buckets_are_exactly_those_the_proxy_records(n: int) -> None:
     edges = [0.0, 0.0004, 0.0005, 2.0475, 2.0485, 4.095, 4.097, 1234.5675, 1e8]
     x[: min(n, len(edges))] = edges[: min(n, len(edges))]
     assert histogram(x) == recorded(x)
+
+
+def test_the_bucket_table_is_hdrhistograms() -> None:
+    h = new_histogram()
+    assert traffic._highest_ms().tolist() == [
+        h.get_highest_equivalent_value(h.get_value_from_index(i)) / 1000.0
+        for i in range(h.counts_len)]
 
 
 def test_a_long_interval_is_drawn_in_chunks_with_every_request_counted() -> None:
