@@ -120,9 +120,12 @@ def _print(s: Summary) -> None:
 
     doc = s.to_json()
     sc = doc["scenario"]
-    print(f"{s.runs} simulated rollouts on route {s.route} at {sc['rps']:g} req/s "
-          f"(seed {s.seed}): baseline {sc['baseline_error']:.2%} errors, candidate "
-          f"{sc['candidate_error']:.2%}")
+    print(f"{s.runs} simulated rollouts of route {s.route}'s policy at {sc['rps']:g} req/s "
+          f"(seed {s.seed})")
+    print(f"  baseline   {sc['baseline_error']:.2%} errors, latency lognormal median "
+          f"{sc['baseline_latency_ms']:g} ms, sigma {sc['latency_sigma']:g}")
+    print(f"  candidate  {sc['candidate_error']:.2%} errors, latency x "
+          f"{sc['candidate_latency_scale']:g} + {sc['candidate_latency_add_ms']:g} ms")
     rows = []
     for o in Outcome:
         low, high = doc[f"{o}_ci95"]
