@@ -12,8 +12,10 @@
     │   │   └── BadTargetError       400  request target refused (proxy.target)   client
     │   ├── BodyTooLargeError        413  request body over the route's limit     client
     │   ├── ClientClosedError        499  the client went away (nginx's code)     client
-    │   ├── ClientTimeoutError       408  the request body stalled until the      client
-    │   │                                 upstream timeout ran out
+    │   ├── ClientTimeoutError       408  the request's headers or body stalled    client
+    │   │                                 (limits.header_read_timeout_s,
+    │   │                                 limits.body_read_timeout_s, or the
+    │   │                                 upstream timeout ran out meanwhile)
     │   ├── OverloadedError          503  the route's max_concurrency is reached; proxy
     │   │                                 ``Retry-After: 1``
     │   └── UpstreamError            the backend failed; ``reason`` is a metric label
@@ -143,8 +145,10 @@ class ClientClosedError(ProxyError):
 
 
 class ClientTimeoutError(ProxyError):
-    """The upstream timeout ran out while the proxy was still waiting for the client's
-    request body: the client was slow, not the backend."""
+    """The client was too slow: its headers were not complete within
+    ``limits.header_read_timeout_s``, no next piece of its body came within
+    ``limits.body_read_timeout_s``, or the upstream timeout ran out while the proxy was
+    still waiting for its body. The client's doing, not the backend's."""
 
     kind, status = "client_timeout", 408
 

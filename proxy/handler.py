@@ -15,6 +15,10 @@ Every outcome is recorded with its :class:`~proxy.errors.Cause`: only the backen
 (an answer, or a connect/reset/timeout failure) from a fairly chosen request (not an
 untrusted pin) reaches the rollout judge and experiments.
 
+A request body is read under ``limits.body_read_timeout_s`` (:mod:`proxy.body`): a body
+that stalls is answered 408 and the connection closed, freeing the route's concurrency
+slot, whether it is read whole first (small, with a Content-Length) or streamed.
+
 A client that goes away cancels this handler (the server runs with handler
 cancellation); the ``finally`` blocks close the upstream response, so the backend sees the
 disconnect too. Such requests are counted with status 499, nginx's "client closed".
@@ -22,7 +26,6 @@ disconnect too. Such requests are counted with status 499, nginx's "client close
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable
@@ -31,13 +34,13 @@ from typing import Protocol
 
 import aiohttp
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
-from proxy.body import LimitedBody, client_body_error
+from proxy.body import LimitedBody, read_small
 from proxy.choice import Choice, How, choose_variant
 from proxy.errors import (
     BodyTooLargeError,
     Cause,
+    ClientTimeoutError,
     NoRouteError,
     OverloadedError,
     ProxyError,
@@ -52,6 +55,7 @@ from proxy.headers import (
     REQUEST_ID_HEADER,
     VARIANT_HEADER,
     downstream_response_headers,
+    request_id_of,
     upstream_request_headers,
 )
 from proxy.mirror import Capture, Mirror, Ticket
@@ -83,11 +87,16 @@ def error_response(
     headers = {REQUEST_ID_HEADER: request_id, **headers_of(exc)}
     if variant is not None:
         headers[VARIANT_HEADER] = variant
-    return web.json_response(
+    response = web.json_response(
         error_body(exc, request_id=request_id, route=route, variant=variant),
         status=status_of(exc),
         headers=headers,
     )
+    if isinstance(exc, ClientTimeoutError):
+        # The rest of a stalled body may still come: this connection cannot carry another
+        # request (RFC 9110 §15.5.9: a 408 closes it).
+        response.force_close()
+    return response
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +123,7 @@ class ProxyHandler:
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         rt = self._holder.current
         rt.enter()
-        request_id = request.headers.get(REQUEST_ID_HEADER) or os.urandom(16).hex()
+        request_id = request_id_of(request.headers)
         try:
             target = normalize_target(request.method, request.raw_path)
             # RFC 9112 §3.2.2: an absolute-form target's authority stands for Host.
@@ -135,7 +144,8 @@ class ProxyHandler:
                 choice = choose_variant(rr, request, self._rng)
             except SplitwayError as exc:
                 return error_response(exc, request_id, rr.config.name)
-            return await self._forward(request, target, rr, choice, request_id)
+            return await self._forward(request, target, rr, choice, request_id,
+                                       rt.settings.limits.body_read_timeout_s)
         except SplitwayError as exc:
             return error_response(exc, request_id)
         finally:
@@ -143,7 +153,7 @@ class ProxyHandler:
 
     async def _forward(
         self, request: web.Request, target: Target, rr: RouteRuntime, choice: Choice,
-        request_id: str,
+        request_id: str, body_timeout_s: float,
     ) -> web.StreamResponse:
         route, variant = rr.config.name, choice.variant
         stats = rr.stats.variant(variant)
@@ -175,16 +185,17 @@ class ProxyHandler:
             if request.body_exists:
                 if request.content_length is not None and request.content_length <= SMALL_BODY:
                     try:
-                        small = await request.read()
-                    except (OSError, HttpProcessingError) as exc:
-                        error = client_body_error(exc)
-                        status = error.status
-                        return error_response(error, request_id, route, variant)
+                        # No upstream timeout runs yet: without this one a stalled body
+                        # would hold the connection and a concurrency slot for good.
+                        small = await read_small(request.content, body_timeout_s)
+                    except ProxyError as exc:
+                        status = exc.status
+                        return error_response(exc, request_id, route, variant)
                 else:
-                    body = LimitedBody(request.content, limit)
+                    body = LimitedBody(request.content, limit, body_timeout_s)
             headers = upstream_request_headers(
                 request.headers, client_ip=request.remote, scheme=request.scheme,
-                request_id=request_id, host=target.authority, drop=rr.drop_headers,
+                request_id=request_id, host=target.authority, internal=rr.internal_headers,
             )
             if rr.shadow is not None:
                 ticket = self._holder.mirror.begin(rr.shadow, request.method, target.path_qs,

@@ -14,7 +14,11 @@ A pin is trusted when *every* condition the config gives holds:
 * ``sources`` — the peer address of the connection (never ``x-forwarded-for``, which the
   client writes) is in one of the networks; an IPv4-mapped IPv6 peer counts as IPv4.
 
-The secret header is dropped before the request goes upstream, whether it matched or not.
+The secret header is dropped before the request goes upstream, whether it matched or not —
+every route's secret header name (and the default ``x-splitway-pin-secret``) on every
+route, in any spelling (``_`` for ``-``), to the primary and the shadow
+(:func:`proxy.headers.internal_headers`). Only the exact configured name is read as the
+secret.
 """
 
 from __future__ import annotations

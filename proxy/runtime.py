@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from proxy.config import RouteConfig, Settings, effective_weights
 from proxy.experiment.success import SuccessRule
+from proxy.headers import INTERNAL_HEADERS, internal_headers
 from proxy.mirror import ShadowBook, ShadowRoute
 from proxy.observe import Observatory, RouteStats
 from proxy.pins import PinTrust
@@ -44,7 +45,8 @@ class RouteRuntime:
     json_field: str | None = None  # set by the rollout controller while a check needs it
     weights_source: str = "config"  # "config" | "api" | "rollout"
     pin_trust: PinTrust | None = None  # split.trusted_pins, compiled
-    drop_headers: frozenset[str] = frozenset()  # request headers never sent upstream
+    #: splitway's own request headers, never sent upstream (the runtime's union, shared)
+    internal_headers: frozenset[str] = INTERNAL_HEADERS
 
     @property
     def salt(self) -> str:
@@ -140,6 +142,10 @@ def build_runtime(
         pools[name] = kept if kept is not None and kept.config == backend else BackendPool(
             name, backend
         )
+    # Every route's secret header is dropped on every route: a secret sent to the wrong
+    # route (or to one without trusted_pins) must not reach its backend either.
+    internal = internal_headers(r.split.trusted_pins.header for r in settings.routes
+                                if r.split.trusted_pins is not None)
     routes: dict[str, RouteRuntime] = {}
     for route in settings.routes:
         weights = effective_weights(route)
@@ -163,8 +169,7 @@ def build_runtime(
             success=SuccessRule.of(route.experiment.success) if route.experiment else None,
             weights_source=source,
             pin_trust=_pin_trust(route),
-            drop_headers=frozenset({route.split.trusted_pins.header})
-            if route.split.trusted_pins is not None else frozenset(),
+            internal_headers=internal,
         )
     return Runtime(settings, Router.compile(settings.routes), routes, pools)
 

@@ -24,7 +24,9 @@ class MetricEvent(Body):
 
     model_config = ConfigDict(json_schema_extra=exactly_one("unit", "request_id"))
     unit: str | None = Field(None, description="the hash key the split used (hash splits)")
-    request_id: str | None = Field(None, description="x-request-id of a served request")
+    request_id: str | None = Field(
+        None, description="x-request-id of a served request (409 if requests with this id "
+                          "were served by more than one variant)")
     metric: Annotated[str, Field(min_length=1, max_length=64)]
     value: Float
 

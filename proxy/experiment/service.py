@@ -11,7 +11,11 @@
   merges every contribution (:func:`proxy.experiment.book.merge`).
 * **Custom metrics** — ``POST /api/v1/experiments/{name}/events`` joins a later outcome to
   the variant that served it: by ``unit`` (the hash split is recomputed from the key) or by
-  ``request_id`` (remembered for ``REQUEST_ID_TTL_S``, at most ``REQUEST_ID_MAX`` ids).
+  ``request_id`` (remembered for ``REQUEST_ID_TTL_S``, at most ``REQUEST_ID_MAX`` ids; see
+  :class:`RequestIds`). A client can choose its own ``x-request-id``, so an id that
+  served requests on two variants is *ambiguous*: its events are refused (409) rather
+  than credited to whichever request came last — otherwise a client could resend one id
+  until it landed on the variant it wanted.
 * **Looks** — every flush is a look for the always-valid p-value: its running minimum is
   persisted, and a point of the cumulative difference is appended to the series the plot
   draws.
@@ -24,6 +28,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import socket
@@ -54,6 +59,51 @@ ARCHIVE = "_archive"
 COMPACT_LOCK_KEY = 0x5357_0020
 
 
+class RequestIds:
+    """Request id -> the variant that served it, per experiment, for ``ttl_s`` and at most
+    ``cap`` ids (the oldest go first).
+
+    Keys are 16-byte digests of (experiment, id), so an entry's size does not depend on
+    the id's. The same id served again by the same variant is fine (a client's retry); by
+    another variant, it becomes ambiguous until it expires (:meth:`variant_of` raises)."""
+
+    def __init__(self, ttl_s: float = REQUEST_ID_TTL_S, cap: int = REQUEST_ID_MAX) -> None:
+        self._ttl_s, self._cap = ttl_s, cap
+        # digest -> (variant, or None once ambiguous; expiry)
+        self._ids: OrderedDict[bytes, tuple[str | None, float]] = OrderedDict()
+
+    @staticmethod
+    def _key(experiment: str, request_id: str) -> bytes:
+        return hashlib.blake2b(f"{experiment}\0{request_id}".encode(), digest_size=16).digest()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, experiment: str, request_id: str, variant: str, now: float) -> None:
+        key = self._key(experiment, request_id)
+        prior = self._ids.get(key)
+        served: str | None = variant
+        if prior is not None and prior[1] >= now and prior[0] != variant:
+            served = None
+        self._ids[key] = (served, now + self._ttl_s)
+        self._ids.move_to_end(key)
+        if len(self._ids) > self._cap:
+            self._ids.popitem(last=False)
+
+    def variant_of(self, experiment: str, request_id: str, now: float) -> str:
+        """The variant that served ``request_id``; NotFoundError if unknown or expired,
+        ConflictError (``field`` request_id) if more than one variant served it."""
+        found = self._ids.get(self._key(experiment, request_id))
+        if found is None or found[1] < now:
+            raise NotFoundError(f"request id {request_id!r} is unknown or expired",
+                                field="request_id")
+        if found[0] is None:
+            raise ConflictError(f"request id {request_id!r} was served by more than one "
+                                "variant; its events cannot be credited to either",
+                                field="request_id")
+        return found[0]
+
+
 class ExperimentService:
     def __init__(self, state: ProxyState, clock: Callable[[], float] = time.time) -> None:
         self._state = state
@@ -61,7 +111,7 @@ class ExperimentService:
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.books: dict[str, ExperimentBook] = {}
         self.meta: dict[str, dict[str, Any]] = {}
-        self._request_ids: OrderedDict[str, tuple[str, str, float]] = OrderedDict()
+        self.request_ids = RequestIds()
         self._lock = asyncio.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -107,10 +157,7 @@ class ExperimentService:
             return
         book.record(variant, success, duration_s, weights=lambda: rr.weights,
                     weights_key=rr.table, unit=unit, fallback=fallback)
-        ids = self._request_ids
-        ids[request_id] = (exp.name, variant, self._clock() + REQUEST_ID_TTL_S)
-        if len(ids) > REQUEST_ID_MAX:
-            ids.popitem(last=False)
+        self.request_ids.add(exp.name, request_id, variant, self._clock())
 
     # -- events --------------------------------------------------------------------------
     def _route_of(self, name: str) -> RouteRuntime:
@@ -137,10 +184,7 @@ class ExperimentService:
                 raise InvalidInputError("unit needs a hash split; use request_id", field="unit")
             variant = rr.table.pick_hash(str(unit))
         else:
-            found = self._request_ids.get(str(request_id))
-            if found is None or found[0] != name or found[2] < self._clock():
-                raise NotFoundError(f"request id {request_id!r} is unknown or expired")
-            variant = found[1]
+            variant = self.request_ids.variant_of(name, str(request_id), self._clock())
         self.books[name].record_metric(variant, metric, float(value))
         return variant
 
