@@ -7,17 +7,20 @@ rollout leaves ``progressing``. Simulated time advances in the controller's tick
 (:data:`proxy.rollout.controller.TICK_S`); the traffic of each tick comes from
 :mod:`proxy.rollout.traffic` at the weights in force.
 
-**When it looks.** The controller looks every tick, but between the times the machine
-records (``next_judge_at``) a look can only matter through the critical check (many errors
-over a few requests rolls back at once). Calling the judge 60 times per 30-second step would
-make 1,000 runs take minutes, so the simulator draws every tick's request and error counts
-(cheap) and looks
+**When it looks.** The controller looks every tick; between the times the machine records
+(``next_judge_at``) a look matters only through the critical rule or a ``fail``. Calling
+the judge 60 times per 30-second step would make 1,000 runs take half an hour, so the
+simulator draws every tick's request and error counts (cheap) and looks
 
-* at the first tick at or after ``next_judge_at``, and
+* at the first tick at or after ``next_judge_at``,
 * earlier, at the first tick where the candidate's counts could meet the critical rule —
   ``critical_error_rate`` of errors over at least ``critical_min_requests`` requests, over
   the step so far or since the previous look — so a critical rollback happens at the same
-  tick as under the controller.
+  tick as under the controller, and
+* with ``look_every_s``, that often too (``TICK_S``: the controller's own schedule).
+
+So a ``fail`` is found at the judge time after the tick the controller would find it at;
+the tests being anytime-valid, fewer looks can only make a false rollback rarer.
 
 Latencies are drawn for the requests of the whole interval since the previous look (the
 histogram of a sum of ticks is the histogram of all their requests).
@@ -55,7 +58,7 @@ from proxy.stats import wilson_interval
 class Outcome(StrEnum):
     PROMOTED = "promoted"
     ROLLED_BACK = "rolled_back"
-    INCONCLUSIVE = "inconclusive"  # paused at the progress deadline without a decision
+    INCONCLUSIVE = "inconclusive"  # undecided at the progress deadline (paused or rolled back)
     UNFINISHED = "unfinished"  # still progressing at the time cap
 
 
