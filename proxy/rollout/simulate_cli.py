@@ -34,6 +34,16 @@ _NUMBERS: dict[str, tuple[str, float, bool, float | None, str]] = {
     "--rps": ("200", 0.0, False, 1e6, "a request rate above 0 and at most 1e6 per second"),
 }
 
+_HELP = {
+    "--baseline-error": "the baseline's error rate, 0..1",
+    "--candidate-error": "the candidate's error rate, 0..1",
+    "--baseline-latency-ms": "median latency in ms (lognormal), both arms before scaling",
+    "--latency-sigma": "the lognormal's sigma, > 0",
+    "--candidate-latency-scale": "the candidate's latency is the baseline's times this",
+    "--candidate-latency-add-ms": "... plus this many ms",
+    "--rps": "the route's total request rate, split by the rollout's weights",
+}
+
 
 def _dest(option: str) -> str:
     return option.lstrip("-").replace("-", "_")
@@ -145,8 +155,9 @@ def add_parser(verbs: argparse._SubParsersAction[Any]) -> None:
                                           "traffic: how often it promotes or rolls back")
     add_config(p)
     p.add_argument("--route", required=True, help="the route whose rollout policy to run")
-    for option, (default, *_rest, what) in _NUMBERS.items():
-        p.add_argument(option, default=default, metavar="X", help=f"{what} (default {default})")
+    for option, (default, *_rest) in _NUMBERS.items():
+        p.add_argument(option, default=default, metavar="X",
+                       help=f"{_HELP[option]} (default {default})")
     p.add_argument("--runs", default="1000", metavar="N", help="rollouts (default 1000)")
     p.add_argument("--seed", default="1", metavar="N", help="random seed (default 1)")
     p.add_argument("--look-every", default=None, metavar="S",
