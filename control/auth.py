@@ -13,8 +13,9 @@ workable; ``approver`` does not, so a pure reviewer gets ``[approver, viewer]``.
 
 The pieces are pure so that the HTTP layer only glues them: :func:`parse_bearer` reads
 the header, :meth:`TokenTable.authenticate` finds the principal, :func:`authorize`
-decides. Without a tokens file the admin API serves reads without a token and refuses
-every write; with one, every ``/api/v1`` call needs a valid token.
+decides (and :mod:`control.refusals` names the refusal). Without a tokens file the admin API
+serves reads without a token and refuses every write; with one, every ``/api/v1`` call
+needs a valid token.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from proxy.errors import (
     ReadOnlyError,
     UnauthorizedError,
 )
+from proxy.yaml_load import MAX_YAML_BYTES, TOO_LARGE
 
 if sys.platform != "win32":  # POSIX: serialize concurrent ``token create`` on one file
     import fcntl
@@ -185,7 +187,10 @@ def load_tokens(path: Path) -> TokenTable:
     relative to the tokens file, so prefix them with its name when printing.
     """
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:  # bounded: /dev/zero or a runaway file is not read whole
+            raw = f.read(MAX_YAML_BYTES + 1)
+        if len(raw) > MAX_YAML_BYTES:
+            raise ConfigError([TOO_LARGE])
         text = raw.decode("utf-8")
     except OSError as exc:
         raise ConfigError([ConfigProblem(str(path), f"cannot read: {exc.strerror}")]) from exc

@@ -12,7 +12,10 @@ one event per key at most every ``interval_s``:
   ``details.count`` is how many there were;
 * at most ``max_keys`` keys are live (pending, or written less than an interval ago); the
   refusals of any further key go to an overflow key per kind (source ``*``), so a crowd of
-  addresses cannot raise the write rate either;
+  addresses cannot raise the write rate either. Its event names ``max_samples`` of those
+  sources and counts how many distinct ones there were (exactly up to
+  :data:`MAX_DISTINCT_SOURCES`; past that ``distinct_sources_capped`` says the count is a
+  lower bound, so memory stays bounded too);
 * counts are exact: every :meth:`ViolationAggregator.record` ends up in exactly one batch
   (:meth:`~ViolationAggregator.restore` puts back a batch whose write failed, and
   :meth:`~ViolationAggregator.drain` hands over everything at shutdown).
@@ -28,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +41,7 @@ log = logging.getLogger("splitway.violations")
 DEFAULT_INTERVAL_S = 10.0
 MAX_KEYS = 100  # live (source, kind, user) keys; more share the overflow key of their kind
 MAX_SAMPLES = 10  # distinct "METHOD /path" (and, for overflow, sources) kept per event
+MAX_DISTINCT_SOURCES = 10_000  # overflow sources counted exactly per event (then a lower bound)
 OVERFLOW_SOURCE = "*"
 
 Clock = Callable[[], float]
@@ -47,8 +51,9 @@ Clock = Callable[[], float]
 class ViolationKey:
     """What refusals are counted together: source address, kind of refusal, user.
 
-    ``kind`` is the refusal's error kind (``unauthorized``, ``forbidden``, ``read_only``);
-    ``actor`` is the token's user, or ``anonymous`` when no token matched."""
+    ``kind`` is the refusal (:class:`control.refusals.Refusal`: ``missing_token``,
+    ``bad_token``, ``wrong_role``...); ``actor`` is the token's user, or ``anonymous`` when
+    no token matched."""
 
     source: str
     kind: str
@@ -67,6 +72,8 @@ class ViolationBatch:
     requests_truncated: bool  # more distinct requests were seen than kept
     detail: str  # why the first one was refused
     sources: tuple[str, ...] = ()  # the overflow key only: some of the sources it counts
+    distinct: frozenset[str] = frozenset()  # ... and all of them (up to the cap)
+    distinct_capped: bool = False  # ... and there were more than the cap
 
     def details(self) -> dict[str, Any]:
         """The event's ``details`` (never a token, nor a token's hash)."""
@@ -78,6 +85,8 @@ class ViolationBatch:
         }
         if self.key.source == OVERFLOW_SOURCE:
             out["sources"] = list(self.sources)
+            out["distinct_sources"] = len(self.distinct)
+            out["distinct_sources_capped"] = self.distinct_capped
         return out
 
 
@@ -94,6 +103,16 @@ class _Pending:
     requests: list[str] = field(default_factory=list)
     truncated: bool = False
     sources: list[str] = field(default_factory=list)
+    distinct: set[str] = field(default_factory=set)
+    distinct_capped: bool = False
+
+    def count_sources(self, sources: Iterable[str], capped: bool = False) -> None:
+        self.distinct_capped = self.distinct_capped or capped
+        for source in sources:
+            if len(self.distinct) >= MAX_DISTINCT_SOURCES and source not in self.distinct:
+                self.distinct_capped = True
+                return
+            self.distinct.add(source)
 
     def add(self, count: int, first: float, last: float, requests: Sequence[str],
             truncated: bool, sources: Sequence[str], limit: int) -> None:
@@ -148,6 +167,7 @@ class ViolationAggregator:
             pending = self._pending[key] = _Pending(0, now, now, detail)
         sources = (source,) if key.source == OVERFLOW_SOURCE else ()
         pending.add(1, now, now, (request,), False, sources, self._max_samples)
+        pending.count_sources(sources)
         return new
 
     def _forget(self, now: float) -> None:
@@ -189,18 +209,20 @@ class ViolationAggregator:
         for b in batches:
             pending = self._pending.get(b.key)
             if pending is None:
-                self._pending[b.key] = _Pending(b.count, b.first, b.last, b.detail,
-                                                list(b.requests), b.requests_truncated,
-                                                list(b.sources))
+                pending = self._pending[b.key] = _Pending(
+                    b.count, b.first, b.last, b.detail, list(b.requests),
+                    b.requests_truncated, list(b.sources))
             else:
                 pending.add(b.count, b.first, b.last, b.requests, b.requests_truncated,
                             b.sources, self._max_samples)
                 pending.detail = b.detail
+            pending.count_sources(b.distinct, b.distinct_capped)
 
     def _take(self, key: ViolationKey) -> ViolationBatch:
         p = self._pending.pop(key)
         return ViolationBatch(key, p.count, p.first, p.last, tuple(p.requests), p.truncated,
-                              p.detail, tuple(p.sources))
+                              p.detail, tuple(p.sources), frozenset(p.distinct),
+                              p.distinct_capped)
 
 
 Writer = Callable[[Sequence[ViolationBatch]], Awaitable[None]]

@@ -4,11 +4,15 @@ Routes come from :data:`proxy.admin_routes.ROUTES` (health, metrics, routes, wei
 reload) and from the control plane's modules listed in :data:`ROUTE_MODULES`; each is an
 :class:`~control.api.ApiRoute` that names its role and body limit. The middleware
 authenticates against the tokens the proxy state holds (swapped whole on reload),
-authorizes, counts refused access for the aggregated ``security.violation`` events
+authorizes, counts every refused call — under the :class:`~control.refusals.Refusal` it is
+(no token, a token in the query string, a malformed header, a bad token, a missing role, a
+read-only or closed API) — for the aggregated ``security.violation`` events
 (:mod:`control.violations`; the refusal never waits on the store), refuses a body over the
 operation's ``max_body`` from its Content-Length before anything is read, and turns every
 :class:`~proxy.errors.SplitwayError` — and aiohttp's own 404/405 — into the JSON error
-shape. :mod:`control.api.openapi` describes the same table.
+shape (a 408 for a stalled body also closes the connection). Bodies are read within
+``limits.body_read_timeout_s`` (:func:`control.api.body_chunks`). :mod:`control.api.openapi`
+describes the same table.
 
 On a listener that is not loopback and without ``admin.tokens_file``, every ``/api/v1``
 operation is refused (403) and a warning is logged at start-up; the public operations
@@ -27,6 +31,7 @@ from aiohttp.web_urldispatcher import AbstractRoute
 from prometheus_client import CollectorRegistry
 
 from control.api import (
+    BODY_READ_TIMEOUT,
     DEFAULT_MAX_BODY,
     PRINCIPAL,
     SPECS,
@@ -36,12 +41,14 @@ from control.api import (
     too_large,
 )
 from control.auth import TokenTable, authorize, is_loopback, parse_bearer
+from control.refusals import UNAUTHORIZED_DETAIL, refusal_of
 from control.violations import ViolationAggregator, ViolationBatch, ViolationRecorder, Writer
 from proxy.app import STATE, ProxyState
 from proxy.config import parse_listen
 from proxy.errors import (
     ApiError,
     BodyTooLargeError,
+    ClientTimeoutError,
     NotFoundError,
     SplitwayError,
     UnauthorizedError,
@@ -80,20 +87,17 @@ def all_routes() -> tuple[ApiRoute, ...]:
 
 
 def _json_error(exc: BaseException, request_id: str) -> web.Response:
-    return web.json_response(error_body(exc, request_id=request_id), status=status_of(exc),
-                             headers={REQUEST_ID_HEADER: request_id, **headers_of(exc)})
-
-
-def _record_violation(request: web.Request, exc: ApiError) -> None:
-    """Count a refusal; the aggregated event is written later by the recorder's loop."""
-    request.app[VIOLATIONS].record(
-        request.remote or "unknown", exc.kind, actor_of(request),
-        f"{request.method} {request.path}"[:200], exc.detail)
+    response = web.json_response(error_body(exc, request_id=request_id), status=status_of(exc),
+                                 headers={REQUEST_ID_HEADER: request_id, **headers_of(exc)})
+    if isinstance(exc, ClientTimeoutError):
+        response.force_close()  # the rest of a stalled body must not be read as a request
+    return response
 
 
 def _authenticate(request: web.Request, spec: ApiRoute | None) -> None:
     tokens = request.app[STATE].tokens  # read once: a reload swaps the whole table
-    token = parse_bearer(request.headers.get("Authorization"))
+    header = request.headers.get("Authorization")
+    token = parse_bearer(header)
     principal = tokens.authenticate(token) if tokens is not None and token else None
     if principal is not None:
         request[PRINCIPAL] = principal
@@ -103,13 +107,16 @@ def _authenticate(request: web.Request, spec: ApiRoute | None) -> None:
         authorize(principal, spec.role, tokens_configured=tokens is not None,
                   write=request.method not in ("GET", "HEAD", "OPTIONS"),
                   exposed=request.app[EXPOSED])
-    except UnauthorizedError as exc:
-        if token is not None:  # a wrong token, not a missing one
-            _record_violation(request, exc)
-        raise
     except ApiError as exc:
-        _record_violation(request, exc)
-        raise
+        # Every refusal is counted (the aggregator bounds the writes, not the counting).
+        kind = refusal_of(exc, tokens_configured=tokens is not None, authorization=header,
+                          query=request.query.keys())
+        if isinstance(exc, UnauthorizedError):
+            exc = UnauthorizedError(UNAUTHORIZED_DETAIL[kind])
+        request.app[VIOLATIONS].record(
+            request.remote or "unknown", str(kind), actor_of(request),
+            f"{request.method} {request.path}"[:200], exc.detail)
+        raise exc from None
 
 
 def _check_body_size(request: web.Request, spec: ApiRoute | None) -> None:
@@ -174,6 +181,7 @@ def create_admin_app(state: ProxyState, tokens: TokenTable | None,
     # this only bounds a handler that would call request.read() itself.
     app = web.Application(middlewares=[api_middleware], client_max_size=DEFAULT_MAX_BODY)
     app[STATE] = state
+    app[BODY_READ_TIMEOUT] = lambda: state.settings.limits.body_read_timeout_s
     state.tokens = tokens
     listen = state.settings.admin.listen
     app[EXPOSED] = not is_loopback(parse_listen(listen).host)

@@ -8,12 +8,15 @@ for good. :class:`GuardedRequestHandler` (the protocol each connection runs) add
 
 - **header read timeout** — a request's headers must be complete within
   ``header_read_timeout_s``, counted from the connection's start for its first request and
-  from the first byte of each later (keep-alive) request; the idle time between requests is
-  ``keepalive_timeout_s``'s. On expiry the connection is closed, after a JSON 408 if part of
-  a request had arrived, silently if nothing had (an unsolicited 408 on a connection the
-  client may be about to reuse would read as the answer to its next request). Like Node's
-  ``headersTimeout`` and Envoy's ``request_headers_timeout``: a deadline for the whole head,
-  not an idle timer that every byte restarts;
+  from the first byte of each later (keep-alive) request — or, when those bytes came while
+  earlier requests were still being answered (pipelining, also in the same read as the
+  request before: :func:`pipelined_rest`), from when the last of those answers was sent,
+  as nginx does; the idle time between requests is ``keepalive_timeout_s``'s. On expiry
+  the connection is closed, after a JSON 408 if part of a request had arrived, silently if
+  nothing had (an unsolicited 408 on a connection the client may be about to reuse would
+  read as the answer to its next request). Like Node's ``headersTimeout`` and Envoy's
+  ``request_headers_timeout``: a deadline for the whole head, not an idle timer that every
+  byte restarts;
 - **header size** — the request line and headers together within ``max_header_bytes``, or
   400 and close (each line also within aiohttp's own 8190 bytes, as with nginx's 8k
   buffers);
@@ -27,7 +30,8 @@ for good. :class:`GuardedRequestHandler` (the protocol each connection runs) add
   body stream at once: the handler answers 400 and the connection closes.
 
 This subclasses aiohttp's low-level ``web_protocol.RequestHandler`` and reads a few of its
-private names (``_waiter``, ``_messages``, ``_request_count``, ``_ErrInfo``); the tests in
+private names (``_waiter``, ``_messages``, ``_request_count``, ``_request_in_progress``,
+``_ErrInfo``); the tests in
 ``tests/security/test_connection_limits.py`` drive the real process over raw sockets, so an
 aiohttp upgrade that changes them fails there.
 """
@@ -145,6 +149,27 @@ def _head_size(msg: RawRequestMessage) -> int:
             + sum(len(k) + len(v) + 4 for k, v in msg.raw_headers) + 2)
 
 
+def pipelined_rest(data: bytes, *, body_tail: int, head_in_data: bool) -> int:
+    """How many bytes at the end of ``data`` — the read that completed a request — already
+    belong to the next request's head (0 when the read ended with the request, or when
+    that cannot be told; blank lines between requests do not count, the parser skips them).
+
+    ``body_tail`` is how many bytes of the request's Content-Length body were in this read
+    (0 without a body, and for a chunked one, which ends with a blank line as a head does);
+    ``head_in_data`` says whether the request's head ended in this read too. A request
+    framed by a blank line ends at the last one in ``data`` (the rest holds none, or it
+    would have been parsed as a complete head); a body that is exactly the end of a read
+    leaves nothing over, so this never reports bytes that are not there — at worst, with a
+    body ending in blank lines, fewer than there are."""
+    end = len(data) - body_tail
+    if head_in_data or not body_tail:
+        blank = max(data.rfind(b"\n\n", 0, end) + 2, data.rfind(b"\n\r\n", 0, end) + 3)
+        if blank < 2:  # not found (-1 + 2, -1 + 3 ... under 2 only when both missed)
+            return 0
+        end = blank
+    return len(data[end + body_tail:].lstrip(b"\r\n"))
+
+
 def _raw_response(exc: ProxyError) -> bytes:
     """A complete ``Connection: close`` response, for when aiohttp has no request to
     answer (the headers never completed)."""
@@ -158,7 +183,7 @@ class GuardedRequestHandler(RequestHandler):
     """aiohttp's connection protocol with the limits described in the module docstring."""
 
     __slots__ = ("_guard", "_head_bytes", "_head_deadline", "_head_timeout", "_head_timer",
-                 "_last_body", "_max_head")
+                 "_last_body", "_last_chunked", "_max_head", "_pending_head")
 
     def __init__(self, manager: GuardedServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -172,7 +197,11 @@ class GuardedRequestHandler(RequestHandler):
         self._head_deadline: float | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0  # bytes of the head being read
+        # bytes of a head that came while earlier requests were being answered: its
+        # deadline starts when they are (finish_response)
+        self._pending_head = 0
         self._last_body: StreamReader | None = None  # the newest request's body stream
+        self._last_chunked = False  # ... and whether it is chunked
 
     # -- the head deadline -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -186,8 +215,8 @@ class GuardedRequestHandler(RequestHandler):
             self._head_timer = None
         super().connection_lost(exc)
 
-    def _arm(self) -> None:
-        self._head_bytes = 0
+    def _arm(self, head_bytes: int = 0) -> None:
+        self._head_bytes = head_bytes
         deadline = self._loop.time() + self._head_timeout
         self._head_deadline = deadline
         if self._head_timer is None:
@@ -196,6 +225,25 @@ class GuardedRequestHandler(RequestHandler):
     def _disarm(self) -> None:
         self._head_deadline = None
         self._head_bytes = 0
+        self._pending_head = 0
+
+    def _head_begins(self, size: int) -> None:
+        """``size`` bytes of a new head arrived: its deadline starts now, or — when requests
+        before it are being answered or wait their turn — once they are answered."""
+        if self._request_in_progress or self._messages:
+            self._pending_head += size
+        else:
+            self._arm(size)
+
+    async def finish_response(self, request: web.BaseRequest, resp: web.StreamResponse,
+                              start_time: float | None) -> tuple[web.StreamResponse, bool]:
+        result = await super().finish_response(request, resp, start_time)
+        if self._pending_head and not self._messages and self._head_deadline is None:
+            self._arm(self._pending_head)  # the answers before the head are sent
+            self._pending_head = 0
+            if self._head_bytes > self._max_head:
+                self._refuse_oversized()
+        return result
 
     def _head_timer_fired(self) -> None:
         self._head_timer = None
@@ -248,13 +296,17 @@ class GuardedRequestHandler(RequestHandler):
 
     # -- bytes in ---------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self._head_deadline is None and data and self._between_messages():
-            self._arm()  # the first byte of a keep-alive request starts its deadline
         counted = self._head_deadline is not None
         if counted:
             self._head_bytes += len(data)
+        elif data and self._between_messages():
+            self._head_begins(len(data))  # the first bytes of a keep-alive request
+            counted = self._head_deadline is not None
         limit = self._max_head
         before = self._request_count
+        body = self._last_body
+        body_open = body is not None and not body.is_eof()
+        body_seen = body.total_bytes if body is not None else 0
         super().data_received(data)
         if self._request_count != before:
             # Heads are complete (or refused as malformed). Only when more bytes than the
@@ -262,14 +314,33 @@ class GuardedRequestHandler(RequestHandler):
             # them be over it.
             measure = not counted or self._head_bytes > limit
             self._disarm()
-            self._after_messages(self._request_count - before, measure)
+            if self._after_messages(self._request_count - before, measure):
+                self._after_request(data, head_in_data=True, body_seen=0)
+        elif body_open and body is not None and body.is_eof():
+            self._after_request(data, head_in_data=False, body_seen=body_seen)
         elif counted and self._head_bytes > limit:
-            self._refuse(BadRequestError(f"request headers over {limit} bytes"),
-                         "oversized request headers", f"over {limit} bytes (400)")
+            self._refuse_oversized()
 
-    def _after_messages(self, count: int, measure: bool) -> None:
+    def _refuse_oversized(self) -> None:
+        limit = self._max_head
+        self._refuse(BadRequestError(f"request headers over {limit} bytes"),
+                     "oversized request headers", f"over {limit} bytes (400)")
+
+    def _after_request(self, data: bytes, *, head_in_data: bool, body_seen: int) -> None:
+        """A read completed a request: start the deadline of the next head if the read
+        already held the start of it."""
+        body = self._last_body
+        if body is None or not body.is_eof():
+            return  # its body is still arriving: the rest of the read went to it
+        tail = 0 if self._last_chunked else body.total_bytes - body_seen
+        rest = pipelined_rest(data, body_tail=tail, head_in_data=head_in_data)
+        if rest:
+            self._head_begins(rest)
+
+    def _after_messages(self, count: int, measure: bool) -> bool:
         """Check the heads just parsed against ``max_header_bytes`` (if ``measure``); keep
-        the newest body stream, and fail it at once if its bytes did not parse."""
+        the newest body stream, and fail it at once if its bytes did not parse. ``True``
+        when the last of them is a request (not a parse error)."""
         limit = self._max_head
         for i in range(len(self._messages) - count, len(self._messages)):
             msg, body = self._messages[i]
@@ -277,7 +348,7 @@ class GuardedRequestHandler(RequestHandler):
                 if measure and _head_size(msg) > limit:  # a whole head in one read
                     self._messages[i] = (_ErrInfo(status=400, exc=BadHttpMessage(
                         f"request headers over {limit} bytes"), message=""), body)
-                self._last_body = body
+                self._last_body, self._last_chunked = body, bool(msg.chunked)
                 continue
             last = self._last_body
             if isinstance(msg.exc, HttpProcessingError) and last is not None and (
@@ -293,7 +364,8 @@ class GuardedRequestHandler(RequestHandler):
                 self.close()
                 self._guard.log.warn(self._loop, "malformed request body", self._remote(),
                                      f"{reason_of(msg.exc)} (400)")
-            return  # nothing is parsed after an error
+            return False  # nothing is parsed after an error
+        return True
 
 
     # -- malformed requests -------------------------------------------------------------
@@ -334,6 +406,18 @@ class GuardedAppRunner(web.AppRunner):
         # what a head can hold before the total is checked.
         super().__init__(app, keepalive_timeout=limits.keepalive_timeout_s, **kwargs)
         self._guard = guard
+
+    async def drain(self) -> None:
+        """Stop accepting, then let requests in flight finish within ``shutdown_timeout``
+        and cancel what is still running — the first half of :meth:`cleanup` (which then
+        finds nothing left to wait for), so that several runners can drain at once."""
+        for site in list(self.sites):
+            await site.stop()
+        server = self.server
+        if server is not None:
+            await asyncio.sleep(0)  # as cleanup() does: let accepted requests start
+            server.pre_shutdown()
+            await server.shutdown(self._shutdown_timeout)
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()  # runs the app's start-up

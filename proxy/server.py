@@ -3,7 +3,9 @@
 * ``SIGHUP`` reloads the config file (see :meth:`ProxyState.reload`): requests in flight
   finish on the old config; an invalid file is refused and the old one keeps serving.
 * ``SIGTERM``/``SIGINT`` stop accepting connections, let requests in flight finish within
-  ``grace_period_s``, then close pools, background loops and the store, in reverse order.
+  ``grace_period_s`` — on both listeners at once, so the grace period is not spent twice;
+  an admin request still running then (a stalled body, say) is cancelled like a data one —
+  then close pools, background loops and the store, in reverse order.
 * ``--workers N`` runs N processes on the same data port with ``SO_REUSEPORT`` (the kernel
   spreads connections). Worker ``i`` serves its admin API on the admin port + ``i``, since
   each worker has its own metrics: scrape each as its own target. Weights set through any
@@ -82,6 +84,7 @@ async def started(
     await data_runner.setup()  # opens the store and builds the runtime (cleanup_ctx)
     admin_runner = GuardedAppRunner(create_admin_app(state, tokens), guard=guard,
                                     access_log=None, handle_signals=False,
+                                    shutdown_timeout=settings.grace_period_s,
                                     auto_decompress=False)
     try:
         await admin_runner.setup()
@@ -94,6 +97,10 @@ async def started(
         yield Started(state, tuple(_url(x, scheme) for x in data_runner.addresses),
                       _url(admin_runner.addresses[0], "http"))
     finally:
+        # Both listeners drain together within the grace period; then the admin app's
+        # clean-up (pending security.violation events) runs before the data app closes
+        # the store.
+        await asyncio.gather(admin_runner.drain(), data_runner.drain())
         await admin_runner.cleanup()
         await data_runner.cleanup()
 

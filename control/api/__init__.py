@@ -8,17 +8,30 @@ Modules contributing routes expose ``ROUTES: tuple[ApiRoute, ...]``; add the mod
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_urldispatcher import AbstractRoute
 from pydantic import BaseModel
 
 from control import strict_json
 from control.auth import Principal, Role
-from proxy.errors import ApiError, BodyTooLargeError, InvalidInputError
+from proxy.connection import reason_of
+from proxy.errors import (
+    ApiError,
+    BadRequestError,
+    BodyTooLargeError,
+    ClientClosedError,
+    ClientTimeoutError,
+    InvalidInputError,
+)
+
+log = logging.getLogger("splitway.admin")
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -102,20 +115,56 @@ def actor_of(request: web.Request) -> str:
     return p.user if p else "anonymous"
 
 
-async def read_body(request: web.Request) -> bytes:
-    """The whole request body, read chunk by chunk and refused (413) once it is over the
-    operation's ``max_body`` — whether or not Content-Length announced its size."""
+#: The admin app's ``limits.body_read_timeout_s``: read per request from the settings in
+#: force, so a reload changes it, as for the data path.
+BODY_READ_TIMEOUT: web.AppKey[Callable[[], float]] = web.AppKey("body_read_timeout_s")
+
+
+async def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    """The request body piece by piece, within the operation's limits:
+
+    - over its ``max_body`` — announced by Content-Length (before anything is read) or
+      reached by a chunked body — :class:`BodyTooLargeError` (413);
+    - no next piece within ``limits.body_read_timeout_s`` (:data:`BODY_READ_TIMEOUT`), a
+      stalled client: :class:`ClientTimeoutError` (408; the connection closes after it);
+    - the client closed the connection mid-body: :class:`ClientClosedError`, logged at
+      debug level only (nobody is left to answer, and it is not the server's error);
+    - a chunk that does not parse (:mod:`proxy.connection` fails the body at once):
+      :class:`BadRequestError` (400).
+    """
     limit = body_limit(request)
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLargeError(too_large(request.content_length, limit))
-    chunks: list[bytes] = []
+    timeout = request.app[BODY_READ_TIMEOUT]()
     size = 0
-    while chunk := await request.content.read(1 << 16):
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await request.content.read(1 << 16)
+        except TimeoutError:
+            # Ends aiohttp's lingering read of the rest of the body after the answer (it
+            # stops on a TimeoutError), so the stalled connection closes with the 408.
+            request.content.set_exception(TimeoutError())
+            raise ClientTimeoutError(
+                f"the request body stalled: nothing arrived for {timeout:g}s "
+                "(limits.body_read_timeout_s)") from None
+        except ConnectionResetError:  # aiohttp's "Connection lost" when the client goes
+            log.debug("client %s closed the connection mid-body: %s %s",
+                      request.remote, request.method, request.path)
+            raise ClientClosedError("the client closed the connection mid-body") from None
+        except HttpProcessingError as exc:
+            raise BadRequestError(f"malformed request body: {reason_of(exc)}") from None
+        if not chunk:
+            return
         size += len(chunk)
         if size > limit:
             raise BodyTooLargeError(too_large(None, limit))
-        chunks.append(chunk)
-    return b"".join(chunks)
+        yield chunk
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole request body, read through :func:`body_chunks` (its limits apply)."""
+    return b"".join([chunk async for chunk in body_chunks(request)])
 
 
 def too_large(size: int | None, limit: int) -> str:

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from control.api import ApiRoute, actor_of
+from control.api import ApiRoute, actor_of, body_chunks
 from control.api.fields import (
     TEXT,
     Body,
@@ -235,7 +235,7 @@ async def upload_artifact(request: web.Request) -> web.Response:
     if (request.content_length or 0) > MAX_ARTIFACT_BYTES:
         raise BodyTooLargeError(f"artifact larger than {MAX_ARTIFACT_BYTES} bytes")
     hasher = ArtifactHasher()
-    async for chunk in request.content.iter_chunked(1 << 16):
+    async for chunk in body_chunks(request):  # max_body, body_read_timeout_s, client gone
         hasher.update(chunk)
     info = await put_artifact(_registry(request).store, hasher)
     return web.json_response({**info.to_dict(), "created": info.created},

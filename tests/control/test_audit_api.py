@@ -218,11 +218,11 @@ async def test_roles(api: Api) -> None:
         assert status == 403 and body["error"] == "forbidden", body
         assert (await api.get(path, headers=OP))[0] == 200  # operator implies viewer
         assert (await api.get(path))[0] == 200
-    # the 403s, aggregated per source and interval; a missing token is not a violation
-    violations = await api.wait_for_violations(4, after=before)
-    assert sum(v["details"]["count"] for v in violations) == 4 and len(violations) <= 4
-    assert {v["actor"] for v in violations} == {"abe"}
-    assert {v["details"]["kind"] for v in violations} == {"forbidden"}
+    # the 401s and 403s, aggregated per source, kind and interval
+    violations = await api.wait_for_violations(8, after=before)
+    assert sum(v["details"]["count"] for v in violations) == 8 and len(violations) <= 8
+    by_kind = {(v["details"]["kind"], v["actor"]) for v in violations}
+    assert by_kind == {("missing_token", "anonymous"), ("wrong_role", "abe")}
     assert (await api.get("/api/openapi.json", headers=None))[0] == 200  # public
 
 

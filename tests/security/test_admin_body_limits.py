@@ -7,7 +7,9 @@ parser took ``NaN``/``Infinity`` and recursed once per nesting level. Now each o
 has a ``max_body`` (64 KiB for JSON; the artifact upload 64 MiB, streamed): a larger
 Content-Length is refused with 413 before any of the body is read, a chunked body is cut
 off once over the limit, and bodies with ``NaN``, ``Infinity``, numbers out of range or
-nesting deeper than 64 are a 400 naming the problem.
+nesting deeper than 64 are a 400 naming the problem — and so are duplicate keys, a byte
+order mark and text that is not UTF-8, which Python's parser let through (the last of two
+keys won; the BOM was dropped; UTF-16 was guessed).
 """
 
 from __future__ import annotations
@@ -120,9 +122,15 @@ async def test_unauthenticated_big_body_is_a_401(
     ('{"weights": {"a": 1e400}}', "1e400 is out of range"),
     ('{"weights": {"a": 1}, "x": ' + "[" * 64 + "]" * 64 + "}", "nested deeper than 64"),
     ("[" * 30_000 + "]" * 30_000, "nested deeper than 64"),  # 60 KB: within the size limit
+    # duplicate keys: Python kept the last, another reader may keep the first
+    ('{"weights": {"a": 1}, "weights": {"a": 0, "b": 1}}', "duplicate key 'weights'"),
+    ('{"weights": {"b": 1, "a": 1, "b": 0}}', "duplicate key 'b'"),
+    # a byte order mark (Python's json dropped it from bytes) and UTF-16 (it guessed)
+    (b'\xef\xbb\xbf{"weights": {"b": 1}}', "starts with a byte order mark"),
+    ('{"weights": {"b": 1}}'.encode("utf-16"), "not UTF-8"),
 ])
 async def test_json_that_is_not_finite_or_too_deep_is_a_400(
-    proxy: ProxyProcess, http: aiohttp.ClientSession, text: str, problem: str
+    proxy: ProxyProcess, http: aiohttp.ClientSession, text: str | bytes, problem: str
 ) -> None:
     status, body = await send(http, "PUT", proxy.admin_url + WEIGHTS, text,
                               {**OP, "Content-Type": "application/json"})
@@ -131,3 +139,20 @@ async def test_json_that_is_not_finite_or_too_deep_is_a_400(
     assert problem in body["detail"], body
     async with http.get(proxy.admin_url + "/api/v1/routes", headers=VIEW) as r:
         assert (await r.json())["routes"][0]["weights"] == {"a": 1.0, "b": 0.0}
+
+
+async def test_a_lone_surrogate_is_a_400_not_a_500(
+    proxy: ProxyProcess, http: aiohttp.ClientSession
+) -> None:
+    """``"\\udfff"`` is valid JSON syntax but no character: storing it failed (500, and an
+    ERROR traceback); now the body is refused naming it."""
+    for body in ('{"version": "1.0.0", "backend": "v1", "params": {"a": "\\udfff"}}',
+                 '{"version": "1.0.0", "backend": "v1", "params": {"\\ud800": 1}}'):
+        status, answer = await send(http, "POST", proxy.admin_url + "/api/v1/models/m/versions",
+                                    body, {**OP, "Content-Type": "application/json"})
+        assert status == 400, answer
+        assert "is a lone surrogate" in answer["detail"] and answer["field"] == "body"
+    pair = '{"version": "1.0.0", "backend": "v1", "params": {"a": "\\ud83d\\ude00"}}'
+    status, answer = await send(http, "POST", proxy.admin_url + "/api/v1/models/m/versions",
+                                pair, {**OP, "Content-Type": "application/json"})
+    assert status == 201 and answer["params"] == {"a": "\U0001f600"}, answer

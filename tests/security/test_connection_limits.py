@@ -141,6 +141,44 @@ async def test_keepalive_idle_closes_and_each_request_gets_its_own_deadline(
         assert took < LIMITS["keepalive_timeout_s"]  # the head deadline, not the idle one
 
 
+PARTIAL = b"GET /predict HTTP/1.1\r\nHo"  # the start of a head that never completes
+
+
+@pytest.mark.parametrize(("listener", "first"), [
+    ("data", GET),
+    ("admin", b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
+    ("data", b"POST /_sample/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\n\n\r\n\r\nx"),
+    ("data", b"POST /_sample/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+             b"3\r\nabc\r\n0\r\n\r\n"),
+], ids=["data", "admin", "data-content-length", "data-chunked"])
+async def test_a_pipelined_partial_head_gets_the_header_deadline(
+    proxy: ProxyProcess, listener: str, first: bytes
+) -> None:
+    """A request and the start of the next in one write: the partial head is held to
+    header_read_timeout_s (then 408), not to the keep-alive timeout."""
+    async with connect(proxy.data_url if listener == "data" else proxy.admin_url) as (r, w):
+        w.write(first + PARTIAL)
+        assert (await response(r))[0] == 200
+        data, took = await until_closed(r)
+    assert data.startswith(b"HTTP/1.1 408 "), data  # a silent close: the keep-alive timeout
+    assert b"not complete within 1s" in data
+    assert took < LIMITS["keepalive_timeout_s"]
+
+
+async def test_pipelined_requests_are_all_answered_and_the_connection_stays_open(
+    proxy: ProxyProcess,
+) -> None:
+    """Complete pipelined requests (and blank lines between them) start no head deadline:
+    each is answered, then the connection idles until the keep-alive timeout, silently."""
+    async with connect(proxy.data_url) as (r, w):
+        w.write(GET + GET + b"\r\n" + GET)
+        for _ in range(3):
+            assert (await response(r))[0] == 200
+        data, took = await until_closed(r)
+    assert data == b""
+    assert took >= LIMITS["keepalive_timeout_s"] * 0.9
+
+
 async def test_a_slow_body_is_not_cut_by_the_header_deadline(proxy: ProxyProcess) -> None:
     """The deadline is for headers only: a body may take longer (the upstream timeout
     bounds it)."""

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import pytest
 
 from control.violations import (
+    MAX_DISTINCT_SOURCES,
     OVERFLOW_SOURCE,
     ViolationAggregator,
     ViolationBatch,
@@ -131,6 +132,36 @@ def test_distinct_keys_are_capped_with_an_overflow_bucket() -> None:
     clock.t += 10
     bad_token(agg, "10.0.1.1")
     assert [b.key.source for b in agg.due()] == ["10.0.1.1"]
+
+
+def test_overflow_counts_its_distinct_sources_up_to_a_cap() -> None:
+    clock = Clock()
+    agg = ViolationAggregator(10, clock=clock, max_keys=1)
+    bad_token(agg, "own")
+    agg.due()
+    for i in range(MAX_DISTINCT_SOURCES + 5):  # each twice: counted once
+        bad_token(agg, f"s{i}")
+        bad_token(agg, f"s{i}")
+    batches = agg.drain()
+    (overflow,) = [b for b in batches if b.key.source == OVERFLOW_SOURCE]
+    details = overflow.details()
+    assert details["count"] == 2 * (MAX_DISTINCT_SOURCES + 5)
+    assert details["distinct_sources"] == MAX_DISTINCT_SOURCES
+    assert details["distinct_sources_capped"] is True
+    assert len(details["sources"]) == 10
+    # a failed write keeps the set: merged with newer refusals, nothing counted twice
+    small = ViolationAggregator(10, clock=clock, max_keys=1)
+    bad_token(small, "own")
+    small.due()
+    for source in ("a", "b"):
+        bad_token(small, source)
+    lost = small.due()
+    for source in ("b", "c"):
+        bad_token(small, source)
+    small.restore(lost)
+    (merged,) = small.drain()
+    assert merged.details()["distinct_sources"] == 3
+    assert merged.details()["distinct_sources_capped"] is False
 
 
 def test_a_failed_write_is_restored_and_merges_with_newer_refusals() -> None:

@@ -81,7 +81,7 @@ async def test_3000_bad_tokens_become_a_handful_of_events_with_exact_counts(
     # at most one event per key and interval, plus the one written at shutdown
     assert 1 <= len(violations) <= elapsed / interval + 2, (len(violations), elapsed)
     assert {(e.actor, e.severity, e.details["source"], e.details["kind"])
-            for e in violations} == {("anonymous", "warning", "127.0.0.1", "unauthorized")}
+            for e in violations} == {("anonymous", "warning", "127.0.0.1", "bad_token")}
     assert all(e.details["first"] <= e.details["last"] for e in violations)
     seen = {r for e in violations for r in e.details["requests"]}
     assert seen == {"GET /api/v1/routes", "GET /api/v1/audit", "GET /api/v1/routes/r"}
@@ -107,3 +107,28 @@ async def violations_seen(http: aiohttp.ClientSession, p: ProxyProcess) -> int:
     async with http.get(p.admin_url + "/api/v1/audit", headers=OP,
                         params={"type": "security.violation"}) as r:
         return len((await r.json())["events"])
+
+
+async def test_a_crowd_of_sources_overflows_into_one_key_that_counts_them(
+    tmp_path: Path,
+) -> None:
+    """130 loopback addresses, one bad token each: 100 get keys of their own, the other 30
+    share the overflow key, whose events name at most 10 of them and count them all."""
+    sources = [f"127.0.{i // 200}.{i % 200 + 2}" for i in range(130)]
+    async with running_proxy(tmp_path, config(tmp_path, 3600)) as p:
+        for source in sources:
+            connector = aiohttp.TCPConnector(local_addr=(source, 0))
+            async with aiohttp.ClientSession(connector=connector) as http, \
+                    http.get(p.admin_url + "/api/v1/routes", headers=BAD) as r:
+                assert r.status == 401
+    violations = [e for e in await stored_events(tmp_path)
+                  if str(e.type) == "security.violation"]
+    assert sum(e.details["count"] for e in violations) == 130
+    own = [e for e in violations if e.details["source"] != "*"]
+    overflow = [e for e in violations if e.details["source"] == "*"]
+    assert len({e.details["source"] for e in own}) == 100
+    assert sum(e.details["distinct_sources"] for e in overflow) == 30
+    assert not any(e.details["distinct_sources_capped"] for e in overflow)
+    for e in overflow:  # up to 10 named, all counted
+        assert len(e.details["sources"]) == min(10, e.details["distinct_sources"]), e.details
+        assert set(e.details["sources"]) <= set(sources[100:])

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import resource
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -84,6 +88,25 @@ async def test_tokens_file_gets_the_same_limits(tmp_path: Path) -> None:
     assert code == 2 and "Traceback" not in err, err
     assert err.strip() == (f"{path}: admin.tokens_file: {tmp_path / 'tokens.yaml'}: line 1, "
                            "column 72: nested deeper than 64 levels"), err
+
+
+def test_an_endless_tokens_file_is_read_only_up_to_the_limit(tmp_path: Path) -> None:
+    """``admin.tokens_file: /dev/zero`` used to be read whole (``read_bytes``) before the
+    4 MiB check, until memory ran out; now at most 4 MiB + 1 byte is read. The child gets
+    1 GiB of address space, so the unbounded read fails here instead of on the machine."""
+    path = tmp_path / "splitway.yaml"
+    path.write_text(valid_text(tmp_path, admin={"tokens_file": "/dev/zero"}))
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy", "check", "-c", str(path)], cwd=tmp_path,
+        preexec_fn=limit_memory, capture_output=True, text=True, timeout=60, check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("SPLITWAY_")})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (f"{path}: admin.tokens_file: /dev/zero: (whole file): "
+                                   "larger than 4 MiB, the most YAML splitway reads")
 
 
 async def logged(p: ProxyProcess, text: str, count: int = 1, timeout: float = 20) -> None:
