@@ -46,8 +46,18 @@ def prior(p0: float) -> tuple[float, float]:
     return c * p0, c * (1.0 - p0)
 
 
+#: Below this an incomplete beta from scipy has lost relative precision (a subnormal, or
+#: boost's series far in a tail): enough to break monotonicity between neighbouring counts.
+TINY = 1e-100
+
+
 def _log(x: float) -> float:
-    return math.log(x) if x > 0 else -math.inf
+    # A tail mass under TINY is read as 0: the e-value in that direction becomes 0 instead
+    # of a badly rounded small number. That never changes a decision: mass that small on
+    # one side of the limit means the observed rate lies on the other side, where the
+    # likelihood ratio against the limit is at most 1 (no evidence either way: log e <= 0,
+    # below every threshold log(1/alpha)).
+    return math.log(x) if x >= TINY else -math.inf
 
 
 def _check(k: int, n: int, p0: float) -> None:
