@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from control.gate import GateRefusedError
 from proxy.config import Rollout
 from proxy.errors import ConflictError, StoreUnavailableError
 from proxy.notify import Notifier
@@ -131,7 +132,12 @@ class RolloutController:
             self._ensure_backend(st)
             self._ensure_field(st)
             if self.is_leader and st.status is m.Status.PROGRESSING:
-                await self._advance(rev, st)
+                try:
+                    await self._advance(rev, st)
+                except StoreUnavailableError:
+                    raise  # the whole controller freezes (run)
+                except Exception:  # one broken rollout must not starve the others
+                    log.exception("rollout on route %s: tick failed", st.route)
         if self.frozen:
             log.warning("rollouts resume at their persisted steps: the state store is back")
         self.frozen = False
@@ -229,7 +235,18 @@ class RolloutController:
                                           evidence=new.evidence,
                                           next_judge_at=now + policy.step_interval_s)
                 event = m.Event.HOLD
-        await self.commit(rev, st, new, event, CONTROLLER, snapshots=now_snaps)
+        try:
+            await self.commit(rev, st, new, event, CONTROLLER, snapshots=now_snaps)
+        except GateRefusedError as exc:
+            if event is not m.Event.SUCCEEDED:
+                raise
+            # The version lost the stage the route requires while its canary ran (demoted,
+            # archived): do not promote it, and do not roll a healthy version back either.
+            # Paused with the reason, for a person to decide (resume asks the gate again).
+            held = dataclasses.replace(st, status=m.Status.PAUSED, analyses=new.analyses,
+                                       evidence=new.evidence,
+                                       reason=f"promotion refused by the gate: {exc.detail}")
+            await self.commit(rev, st, held, m.Event.PAUSED, CONTROLLER, snapshots=now_snaps)
 
     @staticmethod
     def _snapshots(st: m.RolloutState, rr: RouteRuntime) -> dict[str, VariantSnapshot]:
@@ -246,11 +263,15 @@ class RolloutController:
         """A rolled-back candidate is quarantined per route and backend."""
         backend = st.candidate_backend
         if backend is None:
-            backend = self._state.current.routes[st.route].config.variants[st.candidate]
+            rr = self._state.current.routes.get(st.route)
+            backend = rr.config.variants.get(st.candidate, st.candidate) if rr else st.candidate
         return f"{st.route}:{backend}"
 
-    def route_weights(self, st: m.RolloutState) -> dict[str, float]:
-        rr = self._state.current.routes[st.route]
+    def route_weights(self, st: m.RolloutState) -> dict[str, float] | None:
+        """The route's weights under ``st`` (None: the route is no longer configured)."""
+        rr = self._state.current.routes.get(st.route)
+        if rr is None:
+            return None
         return {v: float(st.weights.get(v, 0.0)) for v in rr.config.variants}
 
     async def commit(self, rev: int | None, old: m.RolloutState | None, new: m.RolloutState,
@@ -275,7 +296,7 @@ class RolloutController:
             new_rev = (stored_rev or 0) + 1
             await store.kv_put(NS_ROLLOUTS, new.route, {"rev": new_rev, "state": new.to_json()},
                                tx=tx)
-            if old is None or weights != self.route_weights(old):
+            if weights is not None and (old is None or weights != self.route_weights(old)):
                 await store.set_route_weights(new.route, weights, f"rollout:{new.id}", tx=tx)
             if event is m.Event.ROLLED_BACK:  # not an inconclusive rollback: nothing shown
                 await store.kv_put(NS_QUARANTINE, self.quarantine_key(new),
@@ -284,7 +305,8 @@ class RolloutController:
             ended = new.status in (m.Status.SUCCEEDED, m.Status.ROLLED_BACK)
             if new.version is not None and ended and event in (
                     m.Event.SUCCEEDED, m.Event.ROLLED_BACK, m.Event.INCONCLUSIVE):
-                rollout_cfg = self._state.current.routes[new.route].config.rollout
+                route_rt = self._state.current.routes.get(new.route)
+                rollout_cfg = route_rt.config.rollout if route_rt else None
                 await record_outcome(store, tx, new.version, new.route, actor,
                                      rollout_cfg.require_stage if rollout_cfg else None,
                                      succeeded=event is m.Event.SUCCEEDED, reason=new.reason)
@@ -297,7 +319,13 @@ class RolloutController:
                 await audit.append(tx, f"rollout.{event}", actor, f"route/{new.route}", info,
                                    severity=severity)
         self._states[new.route] = (new_rev, new)
-        rr = self._state.current.routes[new.route]
+        rr = self._state.current.routes.get(new.route)
+        if rr is None or weights is None:  # the route was removed: nothing here to apply
+            self._windows.pop(new.route, None)
+            if event is not m.Event.HOLD:
+                self._notifier.notify(_text(new, event), {"event": f"rollout.{event}",
+                                                          **self._fields(new)})
+            return new_rev
         if new.status is m.Status.PROGRESSING and new.step != m.SHADOW_STEP:
             # The next look folds what the arms do from here on into the stored evidence.
             self._windows[new.route] = (new_rev, snapshots or self._snapshots(new, rr))
@@ -307,7 +335,7 @@ class RolloutController:
         self._state.current.apply_weights(new.route, weights, "rollout")
         if new.status is m.Status.ROLLED_BACK and event in (m.Event.ROLLED_BACK,
                                                             m.Event.INCONCLUSIVE):
-            self._state.current.routes[new.route].stats.record_rollback(
+            rr.stats.record_rollback(
                 _reason_code(new) if actor == CONTROLLER else "manual")
         if event is not m.Event.HOLD:
             self._notifier.notify(_text(new, event), {"event": f"rollout.{event}",
