@@ -2,15 +2,16 @@
 # Mutation testing of the decision code (mutmut), run by hand; not part of the test command
 # or CI (it takes minutes of CPU). Installs nothing: needs the dev extra in .venv.
 #
-#   scripts/mutation.sh                      every file in [tool.mutmut] only_mutate
-#   scripts/mutation.sh proxy/abstats/compare.py proxy/rollout/machine.py
+#   scripts/mutation.sh                      the default targets below
+#   scripts/mutation.sh proxy/abstats/compare.py proxy/rollout/controller.py::commit
 #
-# Each run starts from a fresh mutants/ (a copy of proxy/ and tests/ that mutmut mutates;
-# ignored by git), runs the tests named in [tool.mutmut] pytest_add_cli_args_test_selection
-# once to learn which tests reach which function, then each mutant against those tests
-# only, one at a time (MUTATION_CHILDREN=2 to use two cores).
+# A target is a file from [tool.mutmut] only_mutate in pyproject.toml, or FILE::FUNCTION for
+# one function (or method) of it. Each run starts from a fresh mutants/ (a copy of proxy/
+# and tests/ that mutmut mutates; ignored by git), runs the tests named in [tool.mutmut]
+# pytest_add_cli_args_test_selection once to learn which tests reach which function, then
+# each mutant against those tests only, one at a time (MUTATION_CHILDREN=2 to use two cores).
 #
-# Prints per file: mutants, killed (timeouts count as killed), survived, and survivors
+# Prints per target: mutants, killed (timeouts count as killed), survived, and survivors
 # listed in scripts/mutation-equivalent.txt (equivalent or message-only, with the reason).
 # Exit 1 when any other mutant survives (or no test reaches it): a test must kill it, or it
 # must be listed with a reason after review. Exit 2 on bad usage.
@@ -23,19 +24,38 @@ EQUIVALENT=scripts/mutation-equivalent.txt
 [[ -x $MUTMUT ]] || { echo "mutation.sh: $MUTMUT missing: install the dev extra (pip install -e '.[dev]')" >&2; exit 2; }
 
 configured=$("$PY" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["tool"]["mutmut"]["only_mutate"]))')
+# The judge, its evidence, the state machine, look(), the A/B comparison, and the
+# controller's paths that roll back, abort or refuse a stale write.
+DEFAULT_TARGETS=(
+    proxy/abstats/compare.py
+    proxy/rollout/analysis.py proxy/rollout/judge.py proxy/rollout/evidence.py
+    proxy/rollout/sequential.py proxy/rollout/quantiles.py proxy/rollout/look.py
+    proxy/rollout/machine.py
+    proxy/rollout/controller.py::run proxy/rollout/controller.py::_advance
+    proxy/rollout/controller.py::commit proxy/rollout/controller.py::_reason_code
+)
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then
-    mapfile -t targets <<<"$configured"
+    targets=("${DEFAULT_TARGETS[@]}")
 fi
 globs=()
 for t in "${targets[@]}"; do
-    if ! grep -qxF "$t" <<<"$configured"; then
-        echo "mutation.sh: $t is not in [tool.mutmut] only_mutate of pyproject.toml (one of: $(tr '\n' ' ' <<<"$configured"))" >&2
+    file=${t%%::*}
+    if ! grep -qxF "$file" <<<"$configured"; then
+        echo "mutation.sh: $file is not in [tool.mutmut] only_mutate of pyproject.toml (one of: $(tr '\n' ' ' <<<"$configured"))" >&2
         exit 2
     fi
-    [[ -f $t ]] || { echo "mutation.sh: $t: no such file" >&2; exit 2; }
-    module=${t%.py}
-    globs+=("${module//\//.}.*")
+    [[ -f $file ]] || { echo "mutation.sh: $file: no such file" >&2; exit 2; }
+    module=${file%.py}
+    module=${module//\//.}
+    if [[ $t == *::* ]]; then
+        func=${t#*::}
+        grep -qE "def ${func}\(" "$file" || { echo "mutation.sh: $file has no function $func" >&2; exit 2; }
+        # mutmut names a function's mutants x_<name>__mutmut_<n>, a method's xǁ<Class>ǁ<name>__mutmut_<n>
+        globs+=("${module}.*[_ǁ]${func}__mutmut_*")
+    else
+        globs+=("${module}.*")
+    fi
 done
 
 rm -rf mutants
@@ -76,7 +96,9 @@ for glob in globs:
                      for n, s in mine.items())
     other = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())
                       if k not in ("caught", "equivalent", "survived"))
-    print(f"{glob[:-2]}: {len(mine)} mutants, {counts['caught']} killed, "
+    label = glob[:-2] if glob.endswith(".*") else glob.replace(".*[_ǁ]", "::").replace(
+        "__mutmut_*", "")
+    print(f"{label}: {len(mine)} mutants, {counts['caught']} killed, "
           f"{counts['survived']} survived, {counts['equivalent']} equivalent (listed)"
           + (f", {other}" if other else ""))
     bad += [n for n, s in mine.items() if s not in CAUGHT and not (s == "survived" and n in listed)]
