@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import os
 import re
+import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,24 @@ async def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | Non
             await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+@contextlib.contextmanager
+def pg_schema(url: str, prefix: str) -> Iterator[str]:
+    """A fresh PostgreSQL schema on ``url`` for one test, dropped afterwards (its name)."""
+    import psycopg
+    from psycopg import sql
+
+    schema = f"{prefix}_{secrets.token_hex(6)}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def in_schema(url: str, schema: str) -> str:
+    """``url`` with libpq's search_path option selecting ``schema``."""
+    return f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3D{schema}"

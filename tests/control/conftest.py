@@ -8,7 +8,6 @@ variable the PostgreSQL parameters skip with a reason.
 from __future__ import annotations
 
 import os
-import secrets
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -23,6 +22,7 @@ from psycopg import sql
 
 from control.store import Store, open_store
 from control.store.postgres import to_pyformat
+from tests.harness import pg_schema
 
 PG_URL = os.environ.get("SPLITWAY_TEST_POSTGRES_URL")
 WRITER = Path(__file__).with_name("audit_writer.py")
@@ -88,14 +88,8 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
         yield Target("sqlite", f"sqlite:///{tmp_path}/state.db")
         return
     assert PG_URL
-    schema = f"sw_test_{secrets.token_hex(6)}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
+    with pg_schema(PG_URL, "sw_test") as schema:
         yield Target("postgres", PG_URL, schema)
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture

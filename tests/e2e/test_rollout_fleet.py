@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psycopg
 import pytest
-from psycopg import sql
 
 from control.store import open_store
 from tests.conftest import StartServer
 from tests.e2e.rollout_support import poll, steady_load
 from tests.e2e.test_rollout import AUTH, api, rollout_cfg, tokens_free
-from tests.harness import ProxyProcess, write_config
+from tests.harness import ProxyProcess, in_schema, pg_schema, write_config
 
 PG_URL = os.environ.get("SPLITWAY_TEST_POSTGRES_URL")
 pytestmark = [pytest.mark.postgres,
@@ -30,15 +27,8 @@ pytestmark = [pytest.mark.postgres,
 def pg_state_url() -> Iterator[str]:
     """A fresh schema; the state URL selects it through libpq's search_path option."""
     assert PG_URL is not None
-    schema = f"sw_fleet_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    with pg_schema(PG_URL, "sw_fleet") as schema:
+        yield in_schema(PG_URL, schema)
 
 
 async def leader_pid(url: str) -> int | None:

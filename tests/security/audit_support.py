@@ -5,18 +5,15 @@ CLI run as a subprocess that is always reaped."""
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from tests.control.conftest import BACKENDS, PG_URL, Target
-from tests.harness import proxy_config, run_cli, write_config
+from tests.harness import in_schema, pg_schema, proxy_config, run_cli, write_config
 
 AUDIT_ENV = ("SPLITWAY_AUDIT_HMAC_KEY", "SPLITWAY_AUDIT_HMAC_KEY_NEW",
              "SPLITWAY_AUDIT_HMAC_PREVIOUS_KEYS")
@@ -46,16 +43,9 @@ def db_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
         url = f"sqlite:///{tmp_path}/state.db"
         yield Db(Target("sqlite", url), url)
         return
-    assert PG_URL and "?" not in PG_URL
-    schema = f"sw_audit_{secrets.token_hex(6)}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    try:
-        yield Db(Target("postgres", PG_URL, schema),
-                 f"{PG_URL}?options=-csearch_path%3D{schema}")
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    assert PG_URL
+    with pg_schema(PG_URL, "sw_audit") as schema:
+        yield Db(Target("postgres", PG_URL, schema), in_schema(PG_URL, schema))
 
 
 def clean_env(**keys: str | None) -> dict[str, str]:

@@ -33,7 +33,6 @@ import asyncio
 import hashlib
 import json
 import os
-import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -41,13 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psycopg
 import pytest
 import yaml
-from psycopg import sql
 
 from tests.conftest import StartServer
-from tests.harness import proxy_config, running_proxy
+from tests.harness import in_schema, pg_schema, proxy_config, running_proxy
 
 schemathesis = pytest.importorskip("schemathesis", minversion="4")
 from schemathesis.engine import Status, StopReason, events  # noqa: E402
@@ -184,15 +181,8 @@ def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'state.db'}"
         return
     assert PG_URL is not None
-    schema = f"sw_fuzz_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    with pg_schema(PG_URL, "sw_fuzz") as schema:
+        yield in_schema(PG_URL, schema)
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import secrets
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -31,15 +30,13 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
-import psycopg
 import pytest
-from psycopg import sql
 
 from control.store import open_store
 from tests.conftest import StartServer
 from tests.e2e.rollout_support import poll, steady_load
 from tests.e2e.test_rollout import AUTH, FAST, api, rollout_cfg, tokens_free
-from tests.harness import ProxyProcess, running_proxy
+from tests.harness import ProxyProcess, pg_schema, running_proxy
 from tests.security.tcp_cut import TcpCut, tcp_cut
 
 PG_URL = os.environ.get("SPLITWAY_TEST_POSTGRES_URL")
@@ -101,19 +98,13 @@ class SqliteOutage:
 async def pg_outage() -> AsyncIterator[PostgresOutage]:
     if not PG_URL:
         pytest.skip("SPLITWAY_TEST_POSTGRES_URL is not set")
-    schema = f"sw_outage_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     parts = urlsplit(PG_URL)
-    try:
+    with pg_schema(PG_URL, "sw_outage") as schema:
         async with tcp_cut(parts.hostname or "127.0.0.1", parts.port or 5432) as fwd:
             user = f"{parts.username}@" if parts.username else ""
             url = (f"{parts.scheme}://{user}127.0.0.1:{fwd.port}{parts.path}"
                    f"?options=-csearch_path%3D{schema}")
             yield PostgresOutage(fwd, url)
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 @pytest.fixture

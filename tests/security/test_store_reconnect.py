@@ -7,18 +7,16 @@ server is never stopped), SQLite with another connection holding its write lock.
 from __future__ import annotations
 
 import os
-import secrets
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from control.store import PostgresStore, Store, open_store
 from proxy.errors import StoreError, StoreUnavailableError
+from tests.harness import pg_schema
 from tests.security.tcp_cut import TcpCut, tcp_cut
 
 PG_URL = os.environ.get("SPLITWAY_TEST_POSTGRES_URL")
@@ -29,18 +27,12 @@ needs_pg = pytest.mark.skipif(not PG_URL, reason="SPLITWAY_TEST_POSTGRES_URL is 
 async def pg_via_cut() -> AsyncIterator[tuple[TcpCut, str]]:
     """A forwarder to PostgreSQL and a state URL through it, on a fresh schema."""
     assert PG_URL is not None
-    schema = f"sw_reconnect_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
     parts = urlsplit(PG_URL)
-    try:
+    with pg_schema(PG_URL, "sw_reconnect") as schema:
         async with tcp_cut(parts.hostname or "127.0.0.1", parts.port or 5432) as fwd:
             user = f"{parts.username}@" if parts.username else ""
             yield fwd, (f"{parts.scheme}://{user}127.0.0.1:{fwd.port}{parts.path}"
                         f"?options=-csearch_path%3D{schema}")
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 @needs_pg
