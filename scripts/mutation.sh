@@ -31,7 +31,8 @@ DEFAULT_TARGETS=(
     proxy/rollout/analysis.py proxy/rollout/judge.py proxy/rollout/evidence.py
     proxy/rollout/sequential.py proxy/rollout/quantiles.py proxy/rollout/look.py
     proxy/rollout/machine.py
-    proxy/rollout/controller.py::run proxy/rollout/controller.py::_advance
+    proxy/rollout/controller.py::run proxy/rollout/controller.py::tick
+    proxy/rollout/controller.py::_advance
     proxy/rollout/controller.py::commit proxy/rollout/controller.py::_reason_code
 )
 targets=("$@")

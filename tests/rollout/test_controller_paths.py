@@ -453,3 +453,68 @@ async def test_a_rollout_of_a_removed_route_does_not_starve_the_others(env: Env)
     assert st.status is m.Status.ROLLED_BACK and st.reason is not None
     gone = m.RolloutState.from_json((await env.store.kv_get(NS_ROLLOUTS, "ghost"))["state"])
     assert gone.status is m.Status.ABORTED and gone.reason == "route or policy removed"
+
+
+# -- leadership, failures by route, and what the exceptional branches write -------------------
+async def test_only_the_leader_judges(env: Env) -> None:
+    await env.start()
+    assert (await env.tick_at(1)).status is m.Status.PROGRESSING and env.ctl.is_leader
+    rev = (await env.row())["rev"]
+    env.traffic("canary", 10, 10)
+    follower = env.other()
+    await env.tick_at(2, follower)  # the lease is held: this proxy only follows
+    assert follower.is_leader is False and (await env.row())["rev"] == rev
+
+
+async def test_a_broken_rollout_is_logged_with_its_route(env: Env,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    await env.start()
+    row = await env.row()
+    row["state"]["evidence"] = {**row["state"]["evidence"], "ratio_loglr": [0.0] * 3}
+    await env.store.kv_put(NS_ROLLOUTS, "r", row)  # another grid's ratio state
+    env.traffic("stable", 200)
+    env.traffic("canary", 10, 10)
+    st = await env.tick_at(1)
+    assert st.status is m.Status.PROGRESSING  # not judged, and the tick went on
+    failed = [r for r in caplog.records if "tick failed" in r.getMessage()]
+    assert [r.getMessage() for r in failed] == ["rollout on route r: tick failed"]
+
+
+async def test_the_store_coming_back_is_logged(env: Env,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    await env.start()
+    env.ctl._freeze()
+    await env.tick_at(1)
+    assert "rollouts resume at their persisted steps: the state store is back" in [
+        r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize("env", [{"require_stage": "staging"}], indirect=True)
+async def test_a_refused_promotion_keeps_the_looks_figures(env: Env,
+                                                           caplog: pytest.LogCaptureFixture
+                                                           ) -> None:
+    await Registry(env.store).register(NewVersion("sentiment", "1.2.0", backend="b"), "test")
+    await env.start()
+    await env.tick_at(1)
+    written = (await env.types()).count("weights.changed")
+    env.traffic("stable", 3000)
+    env.traffic("canary", 3000)
+    st = await env.tick_at(12)
+    assert st.status is m.Status.PAUSED and st.analyses[-1]["decision"] == "pass"
+    assert st.evidence.candidate.requests == 3000
+    assert (await env.types()).count("weights.changed") == written
+    assert not [r for r in caplog.records if "tick failed" in r.getMessage()]
+
+
+async def test_the_abort_of_a_removed_route_is_announced_without_error(
+        env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    await env.start()
+    ghost = dict((await env.row())["state"])
+    ghost.update(route="ghost", id="g1")
+    await env.store.kv_put(NS_ROLLOUTS, "ghost", {"rev": 1, "state": ghost})
+    await env.tick_at(1)
+    note = await notified(env, "rollout.aborted")
+    assert note["route"] == "ghost" and note["reason"] == "route or policy removed"
+    assert note["text"] == ("splitway rollout aborted on ghost: canary (sentiment@1.2.0) at "
+                            "0% (aborted)")
+    assert not [r for r in caplog.records if "tick failed" in r.getMessage()]
