@@ -69,7 +69,8 @@ class ProxyProcess:
         self._stderr_task = asyncio.ensure_future(self._drain_stderr())
         assert proc.stdout is not None
         try:
-            async with asyncio.timeout(20):
+            # A liveness wait (imports and start-up on a loaded machine), not a speed check.
+            async with asyncio.timeout(45):
                 while True:
                     line = (await proc.stdout.readline()).decode()
                     if not line:

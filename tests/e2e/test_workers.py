@@ -29,7 +29,7 @@ async def test_two_workers_share_a_port_and_weights(
         data = f"http://127.0.0.1:{port}"
         variants: Counter[str] = Counter()
         for admin_port in (admin, admin + 1):  # each worker's own admin API
-            async with asyncio.timeout(20):
+            async with asyncio.timeout(45):
                 while True:
                     try:
                         async with http.get(f"http://127.0.0.1:{admin_port}/healthz") as r:
@@ -43,7 +43,7 @@ async def test_two_workers_share_a_port_and_weights(
         async with open_store(cfg["state"]) as store:
             await store.set_route_weights("r", {"stable": 0, "canary": 100}, "test")
         for admin_port in (admin, admin + 1):  # each worker picks it up within its sync
-            async with asyncio.timeout(20):
+            async with asyncio.timeout(45):
                 while True:
                     async with http.get(f"http://127.0.0.1:{admin_port}/api/v1/routes") as r:
                         if (await r.json())["routes"][0]["weights"]["canary"] == 100:
@@ -73,12 +73,12 @@ async def test_workers_exit_when_the_supervisor_is_killed(
     p = await ProxyProcess.start(write_config(tmp_path, cfg), "--workers", "2")
     try:
         for admin_port in (admin, admin + 1):
-            await _until_up(http, f"http://127.0.0.1:{admin_port}/healthz")
+            await _until_up(http, f"http://127.0.0.1:{admin_port}/healthz", p)
         p.proc.kill()  # SIGKILL: the supervisor cannot forward anything
         await p.proc.wait()
         # Each worker got SIGTERM from the kernel (parent-death signal) and drains away.
         for admin_port in (admin, admin + 1):
-            async with asyncio.timeout(20):
+            async with asyncio.timeout(30):
                 while True:
                     try:
                         async with http.get(f"http://127.0.0.1:{admin_port}/healthz"):
@@ -90,13 +90,18 @@ async def test_workers_exit_when_the_supervisor_is_killed(
         await p.kill()
 
 
-async def _until_up(http: aiohttp.ClientSession, url: str) -> None:
-    async with asyncio.timeout(20):
-        while True:
-            try:
-                async with http.get(url) as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
+async def _until_up(http: aiohttp.ClientSession, url: str, p: ProxyProcess) -> None:
+    # A liveness wait, not a speed check: two workers importing the stack on a loaded
+    # two-core machine can take many seconds.
+    try:
+        async with asyncio.timeout(45):
+            while True:
+                try:
+                    async with http.get(url) as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"{url} never answered; proxy log:\n" + "\n".join(p.log)) from None
