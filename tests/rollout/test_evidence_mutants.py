@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from proxy.rollout import sequential
 from proxy.rollout.analysis import Arm
 from proxy.rollout.evidence import Evidence, merge
 from proxy.rollout.quantiles import bucket_edges, order_statistic, quantile_bounds, rank_bounds
@@ -38,6 +39,12 @@ def test_limit_errors_say_what_is_wrong() -> None:
         log_e_above(3, 2, 0.1)
     with pytest.raises(ValueError, match=r"limit 1\.0 is not strictly between 0 and 1"):
         log_e_below(0, 1, 1.0)
+
+
+def test_tail_masses_below_tiny_read_as_no_evidence_from_tiny_up_as_numbers() -> None:
+    assert sequential._log(sequential.TINY) == math.log(sequential.TINY)
+    assert sequential._log(math.nextafter(sequential.TINY, 0.0)) == -math.inf
+    assert sequential._log(0.0) == -math.inf
 
 
 # -- the ratio test's state ----------------------------------------------------------------
