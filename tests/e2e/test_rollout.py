@@ -237,11 +237,15 @@ async def test_blue_green_switch_and_switch_back_lose_no_request(
                                 lambda sd: sd[1]["state"] != "progressing")
             assert doc["state"] == "succeeded" and doc["weights"]["canary"] == 100
             mid = sum(load.statuses.values())
-            await asyncio.sleep(0.5)
+            # Requests answered after the switch, then after the switch-back: waited on.
+            await poll(lambda: asyncio.sleep(0, sum(load.statuses.values())),
+                       lambda n: n >= mid + 20, 30)
             status, back = await api(http, p, "POST", "/api/v1/routes/r/rollout/rollback",
                                      {"reason": "switch back"})
             assert status == 200 and back["weights"] == {"stable": 100, "canary": 0}
-            await asyncio.sleep(0.5)
+            after = sum(load.statuses.values())
+            await poll(lambda: asyncio.sleep(0, sum(load.statuses.values())),
+                       lambda n: n >= after + 20, 30)
         total = sum(load.statuses.values())
     assert total > mid > 0
     assert set(load.statuses) == {200}, load.statuses
@@ -316,7 +320,9 @@ async def test_shadow_phase_must_pass_before_live_traffic(
         _, live = await poll(lambda: api(http, p, "GET", "/api/v1/routes/r/rollout"),
                              lambda sd: sd[1]["step"] >= 0)
         assert live["analyses"][0]["checks"][0]["name"] == "shadow_mismatch_rate"
-        await asyncio.sleep(0.3)
+        # ... until the candidate has answered a live (not mirrored) request
+        await poll(lambda: asyncio.sleep(0, v2.seen),
+                   lambda seen: any(x.headers.get("x-splitway-shadow") != "1" for x in seen), 30)
     # The candidate answered at least 50 mirrored copies before its first live request.
     shadow_flags = [s.headers.get("x-splitway-shadow") == "1" for s in v2.seen]
     assert False in shadow_flags, "the candidate never took live traffic"
